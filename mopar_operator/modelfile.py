@@ -116,14 +116,15 @@ def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ..
                 )
             for dim, size in zip(dims, shapes[name]):
                 if dim.HasField("dim_value") and dim.dim_value != size:
-                    raise UsageError(f"--input-shape {name}: dimension {dim.dim_value} of the model cannot become {size}")
+                    raise UsageError(
+                        f"--input-shape {name}: dimension {dim.dim_value} of the model cannot become {size}"
+                    )
                 dim.Clear()
                 dim.dim_value = size
         elif any(not d.HasField("dim_value") for d in dims):
             shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
             raise ModelError(
-                f"{path}: input {name!r} has symbolic dimensions ({shown}); "
-                f"give them with --input-shape {name}=1x..."
+                f"{path}: input {name!r} has symbolic dimensions ({shown}); give them with --input-shape {name}=1x..."
             )
 
 

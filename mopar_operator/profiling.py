@@ -39,7 +39,7 @@ KERNEL_SUFFIX = "_kernel_time"
 # Suffixes onnxruntime appends to the tensor a rewritten node is named after.
 _REWRITE_SUFFIXES = ("_nchwc",)
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
+Progress = Callable[[str, int, int], None]  # (phase, done, total), see console.progress
 
 
 @dataclass
@@ -191,6 +191,7 @@ def profile_model(
     known_flops = [n.flops for n in nodes if n.flops is not None]
     totals = {
         "latency_ms": round(statistics.median(wall), 4),
+        "profiled_run_ms": round(statistics.median(ms for _, ms in _runs(events)[warmup:]), 4),
         "node_latency_ms": round(sum(n.latency_ms for n in nodes), 4),
         "fallback_attributed_ms": round(fallback_ms, 4),
         "weight_bytes": model.weight_bytes,
@@ -227,9 +228,7 @@ def node_latencies(
     the node that ran before it (kernels onnxruntime inserted, such as layout reorders).
     """
     events = list(events)
-    runs = sorted(
-        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )[warmup:]
+    runs = [(start, start + ms * 1000.0) for start, ms in _runs(events)[warmup:]]
     kernels = sorted(
         (e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)),
         key=lambda e: e["ts"],
@@ -270,6 +269,13 @@ def node_latencies(
         fallback_per_run.append(fallback)
     medians = {name: statistics.median(run.get(name, 0.0) for run in per_run) for name in node_names} if per_run else {}
     return medians, statistics.median(fallback_per_run) if fallback_per_run else 0.0
+
+
+def _runs(events: Iterable[Mapping[str, Any]]) -> list[tuple[float, float]]:
+    """(start timestamp in us, duration in ms) of every `model_run` in the trace, in order."""
+    return sorted(
+        (e["ts"], e["dur"] / 1000.0) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
 
 
 def _original_node(trace_name: str, known: set[str], producers: Mapping[str, str]) -> str | None:

@@ -47,10 +47,7 @@ def _child(model: str, threads: int, optimization: str, runs: int) -> None:
     from . import sessions, tensors
 
     session = sessions.open_session(model, threads=threads, optimization=optimization)
-    specs = [
-        tensors.TensorSpec(i.name, tensors.dtype_of_ort(i.type), tuple(d if isinstance(d, int) else -1 for d in i.shape))
-        for i in session.get_inputs()
-    ]
+    specs = [tensors.TensorSpec.of_ort(i) for i in session.get_inputs()]
     ranges = tensors.input_ranges(session.get_modelmeta().custom_metadata_map)
     feeds = tensors.random_inputs(specs, seed=0, ranges=ranges)
     for _ in range(runs):

@@ -82,10 +82,14 @@ class TensorSpec:
     def of_value_info(cls, value_info: Any) -> TensorSpec:
         """Spec of an ONNX ValueInfoProto; symbolic or missing dims become -1."""
         tensor_type = value_info.type.tensor_type
-        dims = tuple(
-            d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim
-        )
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
         return cls(value_info.name, dtype_of_onnx(tensor_type.elem_type), dims)
+
+    @classmethod
+    def of_ort(cls, node_arg: Any) -> TensorSpec:
+        """Spec of an onnxruntime NodeArg (session.get_inputs() / get_outputs())."""
+        shape = tuple(d if isinstance(d, int) else -1 for d in node_arg.shape)
+        return cls(node_arg.name, dtype_of_ort(node_arg.type), shape)
 
     @classmethod
     def of_array(cls, name: str, array: np.ndarray) -> TensorSpec:
@@ -134,7 +138,7 @@ def input_ranges(metadata: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     for key, value in metadata.items():
         if key.startswith(prefix):
             low, high = value.split(",")
-            ranges[key[len(prefix):]] = (int(low), int(high))
+            ranges[key[len(prefix) :]] = (int(low), int(high))
     return ranges
 
 

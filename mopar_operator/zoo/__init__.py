@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import UsageError
+from .builder import architecture_only
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ZooModel:
     category: str
     module: str  # module of this package holding `build` and `PUBLISHED_PARAMS`
     description: str
+    small: dict[str, object]  # options of a narrow, fast variant for tests and quick trials
 
     def _module(self):  # type: ignore[no-untyped-def]
         return importlib.import_module(f"{__name__}.{self.module}")
@@ -37,13 +39,35 @@ class ZooModel:
 
 
 MODELS: tuple[ZooModel, ...] = (
-    ZooModel("resnet50", "image classification", "resnet", "ResNet-50, 224x224, 1000 classes"),
-    ZooModel("vgg16", "image classification", "vgg", "VGG-16 (config D), 224x224, 1000 classes"),
-    ZooModel("mobilenetv2", "image classification", "mobilenet", "MobileNetV2 (width 1.0), 224x224, 1000 classes"),
-    ZooModel("yolov5s", "object detection", "yolo", "YOLOv5s v6: CSP backbone, SPPF, PANet neck, 3-scale head, 640x640"),
-    ZooModel("bert-base", "language", "bert", "BERT-base encoder, 12 layers, 768 hidden, 12 heads, sequence 128, 2-class head"),
-    ZooModel("lstm", "language", "lstm", "LSTM sentence classifier: embedding, 2-layer LSTM, 2-class head, sequence 128"),
-    ZooModel("edgestereo", "dense prediction", "edgestereo", "EdgeStereo-style stereo matching with an edge branch, 2x256x512"),
+    ZooModel("resnet50", "image classification", "resnet", "ResNet-50, 224x224", {"scale": 0.25, "image": 64}),
+    ZooModel("vgg16", "image classification", "vgg", "VGG-16 (config D), 224x224", {"scale": 0.125, "image": 64}),
+    ZooModel(
+        "mobilenetv2", "image classification", "mobilenet", "MobileNetV2 1.0, 224x224", {"scale": 0.25, "image": 64}
+    ),
+    ZooModel(
+        "yolov5s", "object detection", "yolo", "YOLOv5s v6.0, 3-scale head, 640x640", {"scale": 0.25, "image": 128}
+    ),
+    ZooModel(
+        "bert-base",
+        "language",
+        "bert",
+        "BERT-base, 12x768, 12 heads, seq 128",
+        {"scale": 0.25, "layers": 2, "seq": 32, "vocab": 1000},
+    ),
+    ZooModel(
+        "lstm",
+        "language",
+        "lstm",
+        "2-layer LSTM 512, embedding 256, seq 128",
+        {"scale": 0.25, "seq": 32, "vocab": 1000},
+    ),
+    ZooModel(
+        "edgestereo",
+        "dense prediction",
+        "edgestereo",
+        "EdgeStereo-style, 2 views 256x512, D=40",
+        {"scale": 0.25, "height": 64, "width": 128, "max_disp": 8},
+    ),
 )
 
 
@@ -62,7 +86,23 @@ def build(name: str, scale: float = 1.0, seed: int = 0, **options: object) -> on
     """Build zoo model `name`; `scale` < 1 narrows it for quick tests."""
     if not 0 < scale <= 1:
         raise UsageError(f"--scale must be in (0, 1], got {scale}")
-    return get(name).builder(scale=scale, seed=seed, **options)
+    try:
+        return get(name).builder(scale=scale, seed=seed, **options)
+    except TypeError as error:
+        if "unexpected keyword" in str(error):
+            raise UsageError(f"{name}: {error}".replace("build() got an ", "")) from None
+        raise
+
+
+def build_small(name: str, seed: int = 0) -> onnx.ModelProto:
+    """The model's small variant (see `ZooModel.small`)."""
+    return build(name, seed=seed, **get(name).small)  # type: ignore[arg-type]
+
+
+def architecture_params(name: str, **options: object) -> int:
+    """Parameters of a zoo model, counted from its architecture without drawing weights."""
+    with architecture_only():
+        return count_params(build(name, **options))  # type: ignore[arg-type]
 
 
 def count_params(model: onnx.ModelProto) -> int:

@@ -92,9 +92,7 @@ def _embeddings(b: GraphBuilder, ids: str, vocab: int, hidden: int, seq: int) ->
     return _layer_norm(b, x, hidden, "embeddings.LayerNorm")
 
 
-def _layer(
-    b: GraphBuilder, x: str, mask: str, hidden: int, heads: int, inter: int, seq: int, name: str
-) -> str:
+def _layer(b: GraphBuilder, x: str, mask: str, hidden: int, heads: int, inter: int, seq: int, name: str) -> str:
     head_dim = hidden // heads
     split = b.ints(f"{name}.split_heads", [1, seq, heads, head_dim])
     att = f"{name}.attention"

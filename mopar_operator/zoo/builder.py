@@ -8,9 +8,11 @@ random (He-initialised, so activations keep a sane scale through deep stacks);
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -19,6 +21,21 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 # onnx >= 1.19 stamps a newer IR version than onnxruntime reads; opset 17 is IR 8.
 IR_VERSION = 8
+
+# When False, weights are not drawn: initializers carry shapes but no data. Enough to
+# count parameters of a 138M-parameter model in milliseconds; such a model cannot run.
+_DRAW_WEIGHTS: contextvars.ContextVar[bool] = contextvars.ContextVar("draw_weights", default=True)
+
+
+@contextmanager
+def architecture_only() -> Iterator[None]:
+    """Build models without drawing their weights (for counting parameters)."""
+    token = _DRAW_WEIGHTS.set(False)
+    try:
+        yield
+    finally:
+        _DRAW_WEIGHTS.reset(token)
+
 
 _DTYPES = {
     "float32": TensorProto.FLOAT,
@@ -41,6 +58,7 @@ class GraphBuilder:
         self._outputs: list[onnx.ValueInfoProto] = []
         self._names: Counter[str] = Counter()
         self._metadata: dict[str, str] = {}
+        self.draw_weights = _DRAW_WEIGHTS.get()
 
     # -- names -------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -73,7 +91,12 @@ class GraphBuilder:
     def param(self, name: str, array: np.ndarray) -> str:
         """A learned weight: stored as an initializer and counted in `params`."""
         self.params += int(array.size)
-        return self.const(name, array)
+        if self.draw_weights:
+            return self.const(name, array)
+        unique = self.unique(name)
+        dtype = helper.np_dtype_to_tensor_dtype(array.dtype)
+        self._initializers.append(TensorProto(name=unique, data_type=dtype, dims=array.shape))
+        return unique
 
     def const(self, name: str, array: np.ndarray) -> str:
         """A constant (shape vectors, anchor grids): an initializer not counted in `params`."""
@@ -90,10 +113,19 @@ class GraphBuilder:
     def he(self, shape: Sequence[int], fan_in: int, gain: float = 1.0) -> np.ndarray:
         """He-normal weights: variance 2/fan_in keeps ReLU-like activations from growing."""
         std = gain * math.sqrt(2.0 / max(fan_in, 1))
-        return (self.rng.standard_normal(tuple(shape), dtype=np.float32) * std).astype(np.float32)
+        if not self.draw_weights:
+            return np.zeros(tuple(shape), np.float32)
+        return self._normal(shape, std)
 
     def small(self, shape: Sequence[int], scale: float = 0.02) -> np.ndarray:
-        return (self.rng.standard_normal(tuple(shape), dtype=np.float32) * scale).astype(np.float32)
+        if not self.draw_weights:
+            return np.zeros(tuple(shape), np.float32)
+        return self._normal(shape, scale)
+
+    def _normal(self, shape: Sequence[int], std: float) -> np.ndarray:
+        values = self.rng.standard_normal(tuple(shape), dtype=np.float32)
+        values *= np.float32(std)  # in place: a VGG's weights are half a gigabyte
+        return values
 
     # -- nodes -------------------------------------------------------------------
     def node(self, op_type: str, inputs: Sequence[str], name: str, outputs: int = 1, **attrs: object) -> str:
@@ -164,6 +196,7 @@ class GraphBuilder:
 
     # -- result ------------------------------------------------------------------
     def build(self, doc: str = "") -> onnx.ModelProto:
+        self._type_outputs()
         graph = helper.make_graph(self._nodes, self.name, self._inputs, self._outputs, self._initializers)
         model = helper.make_model(
             graph,
@@ -172,16 +205,35 @@ class GraphBuilder:
             doc_string=doc,
         )
         model.ir_version = IR_VERSION
-        _fill_output_shapes(model)
         self._metadata.setdefault("mopar.params", str(self.params))
         helper.set_model_props(model, self._metadata)
         return model
 
+    def _type_outputs(self) -> None:
+        """Give graph outputs the types shape inference finds (the checker wants them).
 
-def _fill_output_shapes(model: onnx.ModelProto) -> None:
-    """Give graph outputs the types shape inference finds (the checker wants them)."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
-    for output in model.graph.output:
-        if output.name in types:
-            output.type.CopyFrom(types[output.name])
+        Inference runs on a copy whose large weights carry shapes only: serialising a
+        VGG's half gigabyte of weights for it would take longer than drawing them.
+        """
+        light = [t if _numel(t) <= _INFER_WITH_DATA else _header(t) for t in self._initializers]
+        graph = helper.make_graph(self._nodes, self.name, self._inputs, self._outputs, light)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = IR_VERSION
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+        for output in self._outputs:
+            if output.name in types:
+                output.type.CopyFrom(types[output.name])
+
+
+# Initializers up to this many elements keep their values during shape inference
+# (shape vectors, scales); larger ones are weights, whose shapes are all it needs.
+_INFER_WITH_DATA = 4096
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    return math.prod(tensor.dims)
+
+
+def _header(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    return TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)

@@ -56,8 +56,7 @@ def build(
     feats = []
     for view, x in (("left", left), ("right", right)):
         for name, w, bias, k, s in layers:
-            x = b.node("Conv", [x, w, bias], f"{view}.{name}", kernel_shape=[k, k],
-                       strides=[s, s], pads=[k // 2] * 4)
+            x = b.node("Conv", [x, w, bias], f"{view}.{name}", kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
             x = b.relu(x, f"{view}.{name}")
         feats.append(x)
     fl, fr = feats
@@ -98,8 +97,9 @@ def build(
 
     # Full resolution: bilinear resize, and disparities grow with the 4x wider grid.
     sizes = b.ints("disp.sizes", [1, 1, height, width])
-    full = b.node("Resize", [pred, "", "", sizes], "disp.resize", mode="linear",
-                  coordinate_transformation_mode="half_pixel")
+    full = b.node(
+        "Resize", [pred, "", "", sizes], "disp.resize", mode="linear", coordinate_transformation_mode="half_pixel"
+    )
     disparity = b.node("Mul", [full, b.scalar("disp.scale", 4.0)], "disp.scale")
     b.output(disparity, "disparity")
     b.output(edges, "edges")
@@ -116,8 +116,11 @@ def _correlation(b: GraphBuilder, fl: str, fr: str, w4: int, max_disp: int) -> s
     maps = []
     for d in range(max_disp):
         start = max_disp - 1 - d
-        shifted = b.node("Slice", [padded, b.ints(f"corr.start{d}", [start]),
-                                   b.ints(f"corr.end{d}", [start + w4]), axes], f"corr.shift{d}")
+        shifted = b.node(
+            "Slice",
+            [padded, b.ints(f"corr.start{d}", [start]), b.ints(f"corr.end{d}", [start + w4]), axes],
+            f"corr.shift{d}",
+        )
         prod = b.node("Mul", [fl, shifted], f"corr.mul{d}")
         maps.append(b.node("ReduceMean", [prod], f"corr.mean{d}", axes=[1], keepdims=1))
     return b.concat(maps, "corr.concat")
@@ -128,5 +131,4 @@ def _upconv(b: GraphBuilder, x: str, cin: int, cout: int, name: str) -> str:
     # Each output sees cin * (4/2)^2 inputs, the fan-in for He scaling.
     w = b.param(f"{name}.weight", b.he((cin, cout, 4, 4), cin * 4))
     bias = b.param(f"{name}.bias", b.small((cout,), 0.01))
-    return b.node("ConvTranspose", [x, w, bias], name, kernel_shape=[4, 4], strides=[2, 2],
-                  pads=[1, 1, 1, 1])
+    return b.node("ConvTranspose", [x, w, bias], name, kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1])

@@ -15,8 +15,7 @@ from .builder import GraphBuilder
 
 PUBLISHED_PARAMS = 3_504_872
 # Inverted residual settings: (expansion t, output channels c, repeats n, first stride s).
-SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-            (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -25,9 +24,7 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def build(
-    scale: float = 1.0, image: int = 224, classes: int = 1000, seed: int = 0
-) -> onnx.ModelProto:
+def build(scale: float = 1.0, image: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
     """`scale` is the width multiplier (1.0 is the published network)."""
     b = GraphBuilder("mobilenetv2", seed)
     # One pair of clip bounds serves every ReLU6 (initializer inputs, as opset >= 11 wants).
@@ -57,8 +54,14 @@ def build(
 
 
 def _inverted_residual(
-    b: GraphBuilder, relu6: Callable[[str, str], str], x: str, cin: int, cout: int,
-    stride: int, t: int, name: str,
+    b: GraphBuilder,
+    relu6: Callable[[str, str], str],
+    x: str,
+    cin: int,
+    cout: int,
+    stride: int,
+    t: int,
+    name: str,
 ) -> str:
     hidden = int(round(cin * t))
     y = x

@@ -22,9 +22,7 @@ STRIDES = (8, 16, 32)
 SILU_GAIN = 1.05
 
 
-def build(
-    scale: float = 1.0, image: int = 640, classes: int = 80, seed: int = 0
-) -> onnx.ModelProto:
+def build(scale: float = 1.0, image: int = 640, classes: int = 80, seed: int = 0) -> onnx.ModelProto:
     """`scale` multiplies every channel width (1.0 is the published YOLOv5s); `image` is
     the square input size, a multiple of the largest stride (32)."""
     if image <= 0 or image % STRIDES[-1]:
@@ -112,9 +110,7 @@ def _upsample(b: GraphBuilder, x: str, name: str) -> str:
     return b.node("Resize", [x, "", scales], name, mode="nearest", **modes)
 
 
-def _detect_level(
-    b: GraphBuilder, x: str, cin: int, image: int, classes: int, i: int, name: str
-) -> str:
+def _detect_level(b: GraphBuilder, x: str, cin: int, image: int, classes: int, i: int, name: str) -> str:
     """One Detect level: 1x1 conv to 3*(classes+5), then the v6.0 export's box decode."""
     no, na, stride = classes + 5, len(ANCHORS[i]) // 2, STRIDES[i]
     ny = nx = image // stride

@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` runs the whole flow on a built-in model,
+# `make test` runs the test suite. Both work on a fresh machine: they create the
+# virtual environment and install what they need from this repository's files.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Installed versions are pinned in constraints.txt, so a fresh machine gets the
+# versions the suite passed with; pyproject.toml keeps only lower bounds.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install install-test system-deps lint clean
+
+demo: $(VENV)/.installed
+	$(BIN)/mopar demo
+
+test: $(VENV)/.installed-test system-deps
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@
+
+# Programs the tests run for real: redis-server (transports, artifact store).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m ruff check mopar_operator slice_runtime tests
+
+clean:
+	rm -rf $(VENV) mopar-demo .pytest_cache

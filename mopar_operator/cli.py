@@ -1,0 +1,117 @@
+"""The `mopar` command: one parser, one subcommand per stage of the flow.
+
+Each subcommand names the module that runs it; that module is imported only when
+the subcommand runs, so `mopar worker` never loads kopf or the planner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+
+# The keys of slice_runtime.sessions.OPTIMIZATION_LEVELS, named here so that parsing
+# the command line does not import onnxruntime.
+OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="fix a symbolic input dimension, e.g. input=1x3x224x224 (repeatable)",
+    )
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: one vCPU)")
+    parser.add_argument(
+        "--optimization",
+        choices=OPTIMIZATIONS,
+        default="all",
+        help="onnxruntime graph optimisation level (default all)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mopar",
+        description="Partitioned deep-learning inference: profile, plan, slice and serve ONNX models.",
+    )
+    parser.add_argument("--version", action="version", version=f"mopar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    models = commands.add_parser("models", help="the built-in model zoo")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    models_commands.required = True
+    listing = models_commands.add_parser("list", help="list the zoo's models")
+    listing.add_argument("--json", action="store_true", help="print [{name, category, params, published_params}]")
+    listing.set_defaults(run="mopar_operator.commands.models:list_models")
+    build = models_commands.add_parser("build", help="write a zoo model as an ONNX file")
+    build.add_argument("name", help="zoo model name (see `mopar models list`)")
+    build.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    build.add_argument("--scale", type=float, default=1.0, help="width multiplier in (0, 1]; 1 is the published size")
+    build.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    build.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model option, e.g. layers=2 or image=128 (repeatable)",
+    )
+    build.set_defaults(run="mopar_operator.commands.models:build_model")
+
+    profile = commands.add_parser("profile", help="per-node latency, memory and FLOPs of a model")
+    profile.add_argument("model", help="ONNX model file")
+    profile.add_argument("--runs", type=int, default=10, help="recorded runs; medians are reported (default 10)")
+    profile.add_argument("--warmup", type=int, default=2, help="unrecorded runs first (default 2)")
+    _add_runtime_options(profile)
+    _add_model_options(profile)
+    profile.add_argument("-o", "--output", help="write profile.json here")
+    profile.add_argument("--plot", metavar="FILE.png", help="draw per-layer latency and memory")
+    profile.add_argument("--top", type=int, default=20, help="table rows: the N slowest nodes (0: all)")
+    profile.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory measurement")
+    profile.set_defaults(run="mopar_operator.commands.profile:run")
+
+    demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
+    demo.add_argument("--model", default="resnet50", help="zoo model to run (default resnet50)")
+    demo.add_argument("--scale", type=float, default=1.0, help="width multiplier of the zoo model")
+    demo.add_argument("--out", default="mopar-demo", help="directory for the demo's files (default ./mopar-demo)")
+    demo.add_argument("--runs", type=int, default=10, help="profiling runs (default 10)")
+    demo.set_defaults(run="mopar_operator.commands.demo:run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, _, function_name = args.run.partition(":")
+    # Imported late: a subcommand loads only what it needs.
+    from .errors import MoparError
+
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+        return int(handler(args) or 0)
+    except MoparError as error:
+        print(f"mopar: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("mopar: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `mopar` subcommand: argument handling and what the user sees."""
