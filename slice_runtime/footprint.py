@@ -42,11 +42,18 @@ def measure_peak_rss(
 
 def _child(model: str, threads: int, optimization: str, runs: int) -> None:
     # Import what a worker imports, so the baseline is the baseline of a real slice process.
+    import aiohttp  # noqa: F401
     import numpy  # noqa: F401
+    import prometheus_client  # noqa: F401
+    import redis  # noqa: F401
+    import zstandard  # noqa: F401
 
     from . import sessions, tensors
 
-    session = sessions.open_session(model, threads=threads, optimization=optimization)
+    if optimization == "all":  # served optimised ahead of time, as workers load it
+        session = sessions.open_serving_session(model, threads=threads)
+    else:
+        session = sessions.open_session(model, threads=threads, optimization=optimization)
     specs = [tensors.TensorSpec.of_ort(i) for i in session.get_inputs()]
     ranges = tensors.input_ranges(session.get_modelmeta().custom_metadata_map)
     feeds = tensors.random_inputs(specs, seed=0, ranges=ranges)
