@@ -30,13 +30,16 @@ from slice_runtime.sessions import open_session
 from slice_runtime.tensors import TensorSpec, random_inputs
 
 from . import shapes
+from .compressibility import measure_ratios
 from .errors import UsageError
 from .flops import node_flops
 from .modelfile import ModelFile
 
 FORMAT = "mopar.profile/v1"
 KERNEL_SUFFIX = "_kernel_time"
-# Suffixes onnxruntime appends to the tensor a rewritten node is named after.
+# What onnxruntime adds to the names of nodes it rewrites: a prefix on fused nodes
+# ("fused classifier.fc1/Gemm"), a suffix on the tensor a re-laid-out node is named after.
+_REWRITE_PREFIXES = ("fused ",)
 _REWRITE_SUFFIXES = ("_nchwc",)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total), see console.progress
@@ -79,6 +82,8 @@ class Profile:
     outputs: list[TensorSpec]
     nodes: list[NodeProfile]
     totals: dict[str, Any]
+    # {tensor: {codec setting: compression ratio}}, measured on the profiling run's activations
+    compression: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +95,7 @@ class Profile:
             "outputs": [s.to_json() for s in self.outputs],
             "nodes": [n.to_json() for n in self.nodes],
             "totals": self.totals,
+            "compression": self.compression,
         }
 
     @classmethod
@@ -104,6 +110,7 @@ class Profile:
             outputs=[TensorSpec.from_json(s) for s in data["outputs"]],
             nodes=[NodeProfile.from_json(n) for n in data["nodes"]],
             totals=dict(data["totals"]),
+            compression={k: dict(v) for k, v in data.get("compression", {}).items()},
         )
 
     def save(self, path: str | Path) -> None:
@@ -133,6 +140,7 @@ def profile_model(
     threads: int = 1,
     optimization: str = "all",
     measure_memory: bool = True,
+    measure_compression: bool = True,
     progress: Progress | None = None,
 ) -> Profile:
     """Profile `model`: `warmup` unrecorded runs, then medians over `runs` runs."""
@@ -146,6 +154,9 @@ def profile_model(
     report("shapes", 0, 1)
     specs = shapes.tensor_specs(model.proto, feeds)
     report("shapes", 1, 1)
+    compression = {}
+    if measure_compression:
+        compression = measure_ratios(model.proto, feeds, specs, lambda done, total: report("codecs", done, total))
 
     with tempfile.TemporaryDirectory(prefix="mopar-profile-") as tmp:
         session = open_session(serialized, threads, optimization, profile_prefix=os.path.join(tmp, "trace"))
@@ -207,6 +218,7 @@ def profile_model(
         outputs=[specs.get(o.name, o) for o in model.outputs],
         nodes=nodes,
         totals=totals,
+        compression=compression,
     )
 
 
@@ -279,11 +291,14 @@ def _runs(events: Iterable[Mapping[str, Any]]) -> list[tuple[float, float]]:
 
 
 def _original_node(trace_name: str, known: set[str], producers: Mapping[str, str]) -> str | None:
-    if trace_name in known:
-        return trace_name
-    for candidate in (trace_name, *(trace_name.removesuffix(s) for s in _REWRITE_SUFFIXES)):
-        if candidate in producers:
-            return producers[candidate]
+    names = [trace_name, *(trace_name.removeprefix(p) for p in _REWRITE_PREFIXES if trace_name.startswith(p))]
+    for name in names:
+        if name in known:
+            return name
+    for name in names:
+        for candidate in (name, *(name.removesuffix(s) for s in _REWRITE_SUFFIXES)):
+            if candidate in producers:
+                return producers[candidate]
     return None
 
 

@@ -88,7 +88,7 @@ def test_trace_mapping_by_name_by_tensor_by_chain_and_by_neighbour() -> None:
             _kernel("relu_out_nchwc", base + 10, 100 * scale),  # fused Conv+Relu, named after its output
             _kernel("ReorderOutput", base + 200, 20),  # inserted by the optimiser
             _kernel("pool", base + 300, 50),
-            _kernel("fc", base + 400, 30),
+            _kernel("fused fc", base + 400, 30),  # a fused Gemm keeps its name behind a prefix
         ]
     medians, fallback = node_latencies(events, nodes, producers, warmup=1, chain_parent=chain)
     # The fused kernel's time lands on the chain's head (the conv); the reorder kernel
