@@ -87,6 +87,61 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory measurement")
     profile.set_defaults(run="mopar_operator.commands.profile:run")
 
+    plan = commands.add_parser("plan", help="partition plan: slices, sub-slices, predicted cost and latency")
+    plan.add_argument("model", help="ONNX model file")
+    plan.add_argument("--profile", help="profile.json of this model (default: profile it now)")
+    plan.add_argument(
+        "--objective",
+        choices=("cost", "latency", "slo"),
+        default="cost",
+        help="minimise cost per request (default), end-to-end latency, or cost within --slo-ms",
+    )
+    plan.add_argument("--slo-ms", type=float, help="latency bound for --objective slo")
+    plan.add_argument("--max-slices", type=int, default=8, help="at most this many slices (default 8)")
+    plan.add_argument("--min-slice-memory", type=int, metavar="MB", help="allocate at least this much per slice")
+    plan.add_argument("--max-slice-memory", type=int, metavar="MB", help="no slice may need more than this")
+    plan.add_argument("--no-split", action="store_true", help="never split dominant operators into sub-slices")
+    plan.add_argument("--max-split", type=int, default=8, help="at most this many parallel sub-slices (default 8)")
+    plan.add_argument(
+        "--dominance",
+        type=float,
+        default=0.05,
+        help="share of the model's weights or time that makes an operator dominant (default 0.05)",
+    )
+    plan.add_argument("--max-cut-tensors", type=int, default=4, help="at most this many tensors cross a cut")
+    plan.add_argument(
+        "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
+    )
+    plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
+    _add_runtime_options(plan)
+    _add_model_options(plan)
+    plan.add_argument("-o", "--output", help="write plan.json here")
+    plan.set_defaults(run="mopar_operator.commands.plan:run")
+
+    slicing = commands.add_parser("slice", help="write slice ONNX files and DIR/manifest.json from a plan")
+    slicing.add_argument("model", help="ONNX model file (the one the plan was made for)")
+    slicing.add_argument("--plan", required=True, help="plan.json from `mopar plan`")
+    slicing.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the slices")
+    _add_model_options(slicing)
+    slicing.set_defaults(run="mopar_operator.commands.slicing:slice_command")
+
+    check = commands.add_parser(
+        "verify", help="compare the partitioned model with the whole one; exit 1 if they differ"
+    )
+    check.add_argument("directory", metavar="DIR", help="directory written by `mopar slice`")
+    check.add_argument("--model", required=True, help="the whole ONNX model")
+    check.add_argument("--trials", type=int, default=3, help="seeded random inputs to try (default 3)")
+    check.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    check.add_argument(
+        "--optimization", choices=OPTIMIZATIONS, default="all", help="optimisation level of both runs (default all)"
+    )
+    check.set_defaults(run="mopar_operator.commands.slicing:verify_command")
+
+    calibrate = commands.add_parser("calibrate", help="measure the link model: codecs, store, control calls")
+    calibrate.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL to measure")
+    calibrate.add_argument("-o", "--output", required=True, help="write the link model (JSON) here")
+    calibrate.set_defaults(run="mopar_operator.commands.slicing:calibrate_command")
+
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
     demo.add_argument("--model", default="resnet50", help="zoo model to run (default resnet50)")
     demo.add_argument("--scale", type=float, default=1.0, help="width multiplier of the zoo model")
@@ -100,12 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, _, function_name = args.run.partition(":")
     # Imported late: a subcommand loads only what it needs.
+    from slice_runtime.errors import RuntimeFailure
+
     from .errors import MoparError
 
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)
-    except MoparError as error:
+    except (MoparError, RuntimeFailure) as error:
         print(f"mopar: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -46,12 +46,13 @@ def _symbolic_model(path: Path) -> Path:
 
 
 def _assert_one_line_error(done, *fragments: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit status 2, no traceback, and the error on one line (after any progress lines)."""
     assert done.returncode == 2, (done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and done.stderr.strip().splitlines()[-1] == errors[0], done.stderr
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in errors[0]
 
 
 def test_missing_file(tmp_path) -> None:
@@ -98,3 +99,61 @@ def test_unknown_zoo_name(tmp_path) -> None:
 def test_usage_mistakes_are_one_line_too() -> None:
     _assert_one_line_error(run_cli("profile"), "model")
     _assert_one_line_error(run_cli("profile", "x.onnx", "--runs", "many"), "--runs")
+
+
+def test_plan_slice_verify_end_to_end(small_model, tmp_path) -> None:
+    model = str(small_model("resnet50"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    done = run_cli("plan", model, "--objective", "latency", "-o", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert "predicted, per request" in done.stdout and "resource efficiency" in done.stdout
+    done = run_cli("slice", model, "--plan", str(plan), "-o", str(slices))
+    assert done.returncode == 0, done.stderr
+    assert (slices / "manifest.json").exists()
+    done = run_cli("verify", str(slices), "--model", model, "--trials", "2")
+    assert done.returncode == 0, done.stderr
+    assert "within tolerance" in done.stdout
+
+
+def test_verify_fails_with_exit_1_when_a_slice_computes_something_else(small_model, tmp_path) -> None:
+    import json
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    from slice_runtime.manifest import sha256_file
+
+    model = str(small_model("mobilenetv2"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "--objective", "latency", "--max-slices", "3", "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    manifest = json.loads((slices / "manifest.json").read_text())
+    first = slices / manifest["slices"][0]["file"]
+    proto = onnx.load(str(first))
+    weight = proto.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(1.01), weight.name))
+    onnx.save_model(proto, str(first))
+    manifest["slices"][0]["sha256"] = sha256_file(first)
+    (slices / "manifest.json").write_text(json.dumps(manifest))
+    done = run_cli("verify", str(slices), "--model", model, "--trials", "1")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "NO" in done.stdout and "beyond tolerance" in done.stderr
+
+
+def test_a_corrupt_slice_file_is_refused(small_model, tmp_path) -> None:
+    model = str(small_model("lstm"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    target = next(slices.glob("s*.onnx"))
+    target.write_bytes(target.read_bytes()[:-10])
+    _assert_one_line_error(run_cli("verify", str(slices), "--model", model), target.name, "sha256")
+
+
+def test_unsatisfiable_plans_name_the_bound(small_model) -> None:
+    model = str(small_model("bert-base"))
+    _assert_one_line_error(run_cli("plan", model, "--max-slice-memory", "100"), "memory bound of 100 MB")
+    _assert_one_line_error(
+        run_cli("plan", model, "--objective", "slo", "--slo-ms", "0.001"), "below the fastest possible latency"
+    )
+    _assert_one_line_error(run_cli("plan", model, "--objective", "slo"), "--slo-ms")

@@ -1,0 +1,298 @@
+"""Cutting a model into slice files by its plan, and writing DIR/manifest.json.
+
+A slice's graph is exactly its planned nodes, the initializers they read, its planned
+inputs and outputs; nothing is pulled in by reachability, so a slice never recomputes
+what an earlier one did. (`onnx.utils.Extractor` would infer shapes over the whole
+model once per slice and follow reachability from the outputs; building the graph
+from the plan's node list is exact and linear.) Nodes are never cut inside: an
+If/Loop/Scan body stays in its node, and its outer-scope reads are the slice's inputs.
+
+A split slice becomes k sub-slice files, each computing a contiguous share of the
+dominant operator's output channels: Conv along its output channels (weights axis 0),
+Gemm and MatMul along N; per-channel constants of the channel-wise tail are split with
+them. The share of sub-slice i is written as tensor `NAME__partI`, and every consumer
+starts with a Concat of the parts (the gateway joins parts of the model's outputs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from slice_runtime.manifest import FORMAT, sha256_file
+from slice_runtime.tensors import TensorSpec, onnx_of_dtype
+
+from . import planfile
+from .errors import UsageError
+from .graph import constant_axis, outer_scope_reads
+from .modelfile import ModelFile
+
+EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf cannot hold 2 GB; keep weights beside the file past this
+
+
+def part_name(tensor: str, index: int) -> str:
+    return f"{tensor}__part{index}"
+
+
+def channel_bounds(channels: int, k: int) -> list[tuple[int, int]]:
+    """k contiguous, near-equal ranges covering [0, channels)."""
+    edges = np.linspace(0, channels, k + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def slice_model(
+    model: ModelFile, plan: Mapping[str, Any], out_dir: str | Path, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Write the slice files of `plan` into `out_dir` with its manifest; return the manifest."""
+    planfile.check_model(plan, model.sha256, "the plan")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graph = model.proto.graph
+    nodes = {n.name: n for n in graph.node}
+    initializers = {t.name: t for t in graph.initializer}
+    specs = {name: TensorSpec.from_json(s) for name, s in plan["tensors"].items()}
+    specs.update({s.name: s for s in [*model.inputs, *model.outputs]})
+    planned = planfile.slices(plan)
+    missing = [name for s in planned for name in s.nodes if name not in nodes]
+    if missing:
+        raise UsageError(f"the plan names nodes this model does not have: {', '.join(missing[:3])}")
+
+    joins: dict[str, dict[str, Any]] = {}  # split tensor -> its parts and axis
+    producers: dict[str, str] = {}  # tensor (or part) -> slice id
+    entries: list[dict[str, Any]] = []
+    for index, planned_slice in enumerate(planned):
+        if progress:
+            progress(index, len(planned))
+        members = [nodes[name] for name in planned_slice.nodes]
+        if planned_slice.split is None:
+            proto = _plain_slice(model, planned_slice, members, initializers, specs, joins)
+            entries.append(_write(proto, planned_slice.id, None, out, producers, plan))
+            continue
+        for part, bounds in enumerate(channel_bounds(planned_slice.split.channels, planned_slice.split.k)):
+            proto = _sub_slice(model, planned_slice, members, initializers, specs, joins, part, bounds)
+            entries.append(_write(proto, f"{planned_slice.id}.{part}", planned_slice.id, out, producers, plan))
+        for tensor in planned_slice.outputs:
+            joins[tensor] = {
+                "axis": planned_slice.split.axis,
+                "parts": [part_name(tensor, i) for i in range(planned_slice.split.k)],
+            }
+    if progress:
+        progress(len(planned), len(planned))
+    manifest = {
+        "format": FORMAT,
+        "model": {"name": model.name, "sha256": model.sha256, "file": model.path.name},
+        "inputs": [s.to_json() for s in model.inputs],
+        "outputs": [specs.get(s.name, s).to_json() for s in model.outputs],
+        "input_ranges": {k: list(v) for k, v in model.input_ranges.items()},
+        "slices": entries,
+        "joins": {t: j for t, j in joins.items() if t in {o.name for o in model.outputs}},
+        "plan": plan,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _plain_slice(
+    model: ModelFile,
+    planned: planfile.PlannedSlice,
+    members: Sequence[onnx.NodeProto],
+    initializers: Mapping[str, onnx.TensorProto],
+    specs: Mapping[str, TensorSpec],
+    joins: Mapping[str, Mapping[str, Any]],
+) -> onnx.ModelProto:
+    inputs, concats = _joined_inputs(planned.inputs, specs, joins)
+    used = _initializers_read(members, initializers)
+    outputs = [specs[t] for t in planned.outputs]
+    return _model(model, planned.id, [*concats, *members], inputs, outputs, [initializers[n] for n in used])
+
+
+def _joined_inputs(
+    names: Sequence[str], specs: Mapping[str, TensorSpec], joins: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[TensorSpec], list[onnx.NodeProto]]:
+    """A slice's inputs, reading tensors made in parts as their parts, each joined by a Concat."""
+    inputs: list[TensorSpec] = []
+    concats = []
+    for tensor in names:
+        if tensor not in joins:
+            inputs.append(specs[tensor])
+            continue
+        join = joins[tensor]
+        for i, part in enumerate(join["parts"]):
+            inputs.append(_part_spec(specs[tensor], part, join["axis"], i, len(join["parts"])))
+        concats.append(
+            helper.make_node("Concat", join["parts"], [tensor], name=f"{tensor}/mopar_join", axis=join["axis"])
+        )
+    return inputs, concats
+
+
+def _sub_slice(
+    model: ModelFile,
+    planned: planfile.PlannedSlice,
+    members: Sequence[onnx.NodeProto],
+    initializers: Mapping[str, onnx.TensorProto],
+    specs: Mapping[str, TensorSpec],
+    joins: Mapping[str, Mapping[str, Any]],
+    part: int,
+    bounds: tuple[int, int],
+) -> onnx.ModelProto:
+    assert planned.split is not None
+    split = planned.split
+    head, tail = members[0], members[1:]
+    output_rank = len(specs[planned.outputs[0]].shape)
+    start, stop = bounds
+    new_initializers: list[onnx.TensorProto] = []
+    shared: set[str] = set()  # scalar constants, taken whole
+
+    def take(name: str, axis: int) -> str:
+        """A copy of initializer `name` holding only this part's channels along `axis`."""
+        array = numpy_helper.to_array(initializers[name])
+        piece = np.take(array, range(start, stop), axis=axis)
+        new = f"{name}__part{part}"
+        new_initializers.append(numpy_helper.from_array(np.ascontiguousarray(piece), new))
+        return new
+
+    head_inputs = list(head.input)
+    weight_axis = _weight_axis(head)
+    head_inputs[1] = take(head.input[1], weight_axis)
+    if len(head_inputs) > 2 and head_inputs[2]:  # Conv bias (one per output channel) / Gemm C (broadcast)
+        bias_shape = tuple(initializers[head_inputs[2]].dims)
+        if head.op_type == "Conv":
+            axis: int | None = 0
+        else:
+            axis = constant_axis(bias_shape, split.axis, split.channels, output_rank)
+        if axis is None:
+            raise UsageError(f"slice {planned.id}: cannot split the bias of {head.name}")
+        if axis >= 0:
+            head_inputs[2] = take(head.input[2], axis)
+        else:
+            new_initializers.append(initializers[head.input[2]])
+    body = [_copy(head, inputs=head_inputs)]
+    for node in tail:
+        node_inputs = list(node.input)
+        for i, name in enumerate(node_inputs):
+            if name in initializers:
+                axis = constant_axis(tuple(initializers[name].dims), split.axis, split.channels, output_rank)
+                if axis is None:
+                    raise UsageError(f"slice {planned.id}: cannot split constant {name} of {node.name}")
+                if axis >= 0:
+                    node_inputs[i] = take(name, axis)
+                elif name not in shared:
+                    shared.add(name)
+                    new_initializers.append(initializers[name])
+        body.append(_copy(node, inputs=node_inputs))
+    final = planned.outputs[0]
+    part_tensor = part_name(final, part)
+    body = [_rename_output(n, final, part_tensor) for n in body]
+    inputs, concats = _joined_inputs(planned.inputs, specs, joins)  # every part reads its whole input
+    output = _part_spec(specs[final], part_tensor, split.axis, part, split.k, bounds)
+    return _model(model, f"{planned.id}.{part}", [*concats, *body], inputs, [output], new_initializers)
+
+
+def _weight_axis(node: onnx.NodeProto) -> int:
+    """Axis of the weight (input 1) that indexes the output channels."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if attrs.get("transB", 0) else 1
+    return 1  # MatMul: B is [K, N]
+
+
+def _part_spec(
+    spec: TensorSpec, name: str, axis: int, index: int, k: int, bounds: tuple[int, int] | None = None
+) -> TensorSpec:
+    axis = axis if axis >= 0 else len(spec.shape) + axis
+    start, stop = bounds or channel_bounds(spec.shape[axis], k)[index]
+    shape = list(spec.shape)
+    shape[axis] = stop - start
+    return TensorSpec(name, spec.dtype, tuple(shape))
+
+
+def _copy(node: onnx.NodeProto, inputs: Sequence[str]) -> onnx.NodeProto:
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    del new.input[:]
+    new.input.extend(inputs)
+    return new
+
+
+def _rename_output(node: onnx.NodeProto, old: str, new: str) -> onnx.NodeProto:
+    if old in node.output:
+        node.output[list(node.output).index(old)] = new
+    return node
+
+
+def _initializers_read(members: Sequence[onnx.NodeProto], initializers: Mapping[str, onnx.TensorProto]) -> list[str]:
+    names: dict[str, None] = {}
+    for node in members:
+        for name in [*node.input, *outer_scope_reads(node)]:
+            if name in initializers:
+                names.setdefault(name)
+    return list(names)
+
+
+def _value_info(spec: TensorSpec) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(spec.name, onnx_of_dtype(spec.dtype), list(spec.shape))
+
+
+def _model(
+    source: ModelFile,
+    name: str,
+    body: Sequence[onnx.NodeProto],
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    initializers: Sequence[onnx.TensorProto],
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        list(body),
+        f"{source.name}.{name}",
+        [_value_info(s) for s in inputs],
+        [_value_info(s) for s in outputs],
+        list(initializers),
+    )
+    proto = helper.make_model(graph, opset_imports=list(source.proto.opset_import), producer_name="mopar-slicer")
+    proto.ir_version = source.proto.ir_version  # never the newer default onnx stamps (see DESIGN.md facts)
+    # Keep what the model records of itself (valid ranges of integer inputs, ...): measuring
+    # a slice on token ids of 0 and 1 would miss the memory real ids touch.
+    helper.set_model_props(proto, {p.key: p.value for p in source.proto.metadata_props})
+    return proto
+
+
+def _write(
+    proto: onnx.ModelProto,
+    slice_id: str,
+    group: str | None,
+    out: Path,
+    producers: dict[str, str],
+    plan: Mapping[str, Any],
+) -> dict[str, Any]:
+    path = out / f"{slice_id}.onnx"
+    weights = sum(len(t.raw_data) for t in proto.graph.initializer)
+    entry: dict[str, Any] = {"id": slice_id, "file": path.name}
+    if weights > EXTERNAL_DATA_ABOVE:
+        data_name = f"{slice_id}.onnx.data"
+        onnx.save_model(proto, str(path), save_as_external_data=True, location=data_name)
+        entry["data_file"] = data_name
+        entry["data_sha256"] = sha256_file(out / data_name)
+    else:
+        onnx.save_model(proto, str(path))
+    entry["sha256"] = sha256_file(path)
+    if group is not None:
+        entry["group"] = group
+    entry["inputs"] = [TensorSpec.of_value_info(v).to_json() for v in proto.graph.input]
+    entry["outputs"] = [TensorSpec.of_value_info(v).to_json() for v in proto.graph.output]
+    entry["depends_on"] = sorted({producers[i["name"]] for i in entry["inputs"] if i["name"] in producers})
+    planned = next((s for s in plan["slices"] if s["id"] == (group or slice_id)), {})
+    entry["memory_mb"] = planned.get("memory_mb")
+    entry["codecs"] = {
+        o["name"]: planned.get("codecs", {}).get(o["name"].split("__part")[0], "none") for o in entry["outputs"]
+    }
+    for output in entry["outputs"]:
+        producers[output["name"]] = slice_id
+    return entry
