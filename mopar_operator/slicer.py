@@ -47,9 +47,14 @@ def channel_bounds(channels: int, k: int) -> list[tuple[int, int]]:
 
 
 def slice_model(
-    model: ModelFile, plan: Mapping[str, Any], out_dir: str | Path, progress: Callable[[int, int], None] | None = None
+    model: ModelFile,
+    plan: Mapping[str, Any],
+    out_dir: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    external_data_above: int = EXTERNAL_DATA_ABOVE,
 ) -> dict[str, Any]:
-    """Write the slice files of `plan` into `out_dir` with its manifest; return the manifest."""
+    """Write the slice files of `plan` into `out_dir` with its manifest; return the manifest.
+    A slice whose weights exceed `external_data_above` bytes keeps them in FILE.data beside it."""
     planfile.check_model(plan, model.sha256, "the plan")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +77,12 @@ def slice_model(
         members = [nodes[name] for name in planned_slice.nodes]
         if planned_slice.split is None:
             proto = _plain_slice(model, planned_slice, members, initializers, specs, joins)
-            entries.append(_write(proto, planned_slice.id, None, out, producers, plan))
+            entries.append(_write(proto, planned_slice.id, None, out, producers, plan, external_data_above))
             continue
         for part, bounds in enumerate(channel_bounds(planned_slice.split.channels, planned_slice.split.k)):
             proto = _sub_slice(model, planned_slice, members, initializers, specs, joins, part, bounds)
-            entries.append(_write(proto, f"{planned_slice.id}.{part}", planned_slice.id, out, producers, plan))
+            slice_id = f"{planned_slice.id}.{part}"
+            entries.append(_write(proto, slice_id, planned_slice.id, out, producers, plan, external_data_above))
         for tensor in planned_slice.outputs:
             joins[tensor] = {
                 "axis": planned_slice.split.axis,
@@ -271,13 +277,14 @@ def _write(
     out: Path,
     producers: dict[str, str],
     plan: Mapping[str, Any],
+    external_data_above: int,
 ) -> dict[str, Any]:
     path = out / f"{slice_id}.onnx"
     weights = sum(len(t.raw_data) for t in proto.graph.initializer)
     entry: dict[str, Any] = {"id": slice_id, "file": path.name}
-    if weights > EXTERNAL_DATA_ABOVE:
+    if weights > external_data_above:
         data_name = f"{slice_id}.onnx.data"
-        onnx.save_model(proto, str(path), save_as_external_data=True, location=data_name)
+        onnx.save_model(proto, str(path), save_as_external_data=True, location=data_name, size_threshold=0)
         entry["data_file"] = data_name
         entry["data_sha256"] = sha256_file(out / data_name)
     else:

@@ -34,6 +34,8 @@ class SliceEntry:
     group: str | None = None
     codecs: Mapping[str, str] = field(default_factory=dict)
     memory_mb: int | None = None
+    data_file: str | None = None  # weights kept beside the file (slices over 2 GB)
+    data_sha256: str | None = None
 
     @property
     def group_id(self) -> str:
@@ -75,11 +77,15 @@ class Manifest:
     def verify_files(self) -> None:
         """Check every slice file against its sha256 (a truncated copy must not be served)."""
         for entry in self.slices:
-            path = self.path_of(entry)
-            if not path.exists():
-                raise ManifestError(f"{path}: slice file missing")
-            if sha256_file(path) != entry.sha256:
-                raise ManifestError(f"{path}: sha256 does not match the manifest")
+            files = [(entry.file, entry.sha256)]
+            if entry.data_file:
+                files.append((entry.data_file, entry.data_sha256 or ""))
+            for name, digest in files:
+                path = self.directory / name
+                if not path.exists():
+                    raise ManifestError(f"{path}: slice file missing")
+                if sha256_file(path) != digest:
+                    raise ManifestError(f"{path}: sha256 does not match the manifest")
 
     def join_outputs(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's outputs from the slices' tensors, concatenating outputs made in parts."""
@@ -122,6 +128,8 @@ def load(directory: str | Path) -> Manifest:
                     group=s.get("group"),
                     codecs=dict(s.get("codecs", {})),
                     memory_mb=s.get("memory_mb"),
+                    data_file=s.get("data_file"),
+                    data_sha256=s.get("data_sha256"),
                 )
                 for s in data["slices"]
             ],

@@ -231,3 +231,24 @@ def test_vgg16_isolates_the_classifier_and_splits_its_big_gemm(tmp_path) -> None
     split = [o for o in fast.slices if o.parts > 1]
     assert any(o.group is not None and o.group.operator == "classifier.fc1/Gemm" for o in split)
     assert fast.latency_ms <= 0.97 * whole_latency
+
+
+def test_external_data_models_and_slices(small_model, tmp_path) -> None:
+    """Weights kept beside the model (how models over 2 GB are stored) load, slice and verify;
+    slices can keep theirs beside them too, and a damaged weights file is refused."""
+    source = onnx.load(str(small_model("resnet50")))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(source, str(path), save_as_external_data=True, location="external.onnx.data", size_threshold=0)
+    model = load_model(path)
+    assert model.weight_bytes > 1_000_000
+    profile = profile_model(model, runs=1, measure_memory=False, measure_compression=False)
+    graph = graphs.from_model(model.proto, profile)
+    result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency"))
+    data = planfile.to_json(result, profile.model, profile.tensor_specs, {})
+    manifest = slice_model(model, data, tmp_path / "slices", external_data_above=0)
+    assert all(entry.get("data_file") for entry in manifest["slices"])
+    assert verify(tmp_path / "slices", model, trials=1).ok
+    data_file = tmp_path / "slices" / manifest["slices"][0]["data_file"]
+    data_file.write_bytes(data_file.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(manifests.ManifestError, match="sha256"):
+        manifests.load(tmp_path / "slices").verify_files()

@@ -40,16 +40,17 @@ def verify_command(args: argparse.Namespace) -> int:
             optimization=args.optimization,
             progress=lambda done, total: report("trials", done, total),
         )
-    table = Table(
-        title=f"{model.name}: partitioned vs whole, {result.trials} seeded inputs, optimisation {args.optimization}"
-    )
+    table = Table(title=f"{model.name}: partitioned vs whole")
     for column in ("output", "max |diff|", "max relative", "within tolerance"):
         table.add_column(column, justify="left" if column == "output" else "right")
     for d in result.differences:
         table.add_row(d.output, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "yes" if d.within else "[bold red]NO[/]")
     out.print(table)
     rtol, atol = TOLERANCE["float32"]
-    out.print(f"tolerance for float32: rtol {rtol:g}, atol {atol:g}; integers and booleans exact")
+    out.print(
+        f"{result.trials} seeded inputs, optimisation {args.optimization}; tolerance for float32: "
+        f"rtol {rtol:g}, atol {atol:g}; integers and booleans exact"
+    )
     if not result.ok:
         raise VerificationError("partitioned outputs differ from the whole model's beyond tolerance")
     return 0
