@@ -32,3 +32,7 @@ class TransportError(RuntimeFailure):
 
 class SliceFailed(RuntimeFailure):
     """A slice worker failed to run a request after its retries."""
+
+
+class SettingError(RuntimeFailure):
+    """A setting (option or environment variable) with a value that cannot be used."""
