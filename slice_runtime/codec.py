@@ -95,11 +95,11 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def encode(array: np.ndarray, setting: CodecSetting = NONE, threshold: int = DEFAULT_THRESHOLD_BYTES) -> bytes:
     """Frame `array` (any shape, a dtype of `_DTYPES`) with `setting`."""
-    dtype = str(array.dtype)
+    array = np.asarray(array)
+    dtype, shape = str(array.dtype), array.shape
     if dtype not in _CODE:
         raise ValueError(f"cannot frame tensors of dtype {dtype}")
-    array = np.ascontiguousarray(array)
-    raw = array.tobytes()
+    raw = np.ascontiguousarray(array).tobytes()  # (ascontiguousarray alone would make a scalar 1-d)
     flags, payload, level = 0, raw, 0
     if setting.level is not None and len(raw) >= threshold:
         data = raw
@@ -112,8 +112,8 @@ def encode(array: np.ndarray, setting: CodecSetting = NONE, threshold: int = DEF
             payload, level = compressed, setting.level
         else:
             flags = 0
-    header = _HEADER.pack(MAGIC, flags, _CODE[dtype], array.ndim, level, len(raw))
-    return header + struct.pack(f"<{array.ndim}Q", *array.shape) + payload
+    header = _HEADER.pack(MAGIC, flags, _CODE[dtype], len(shape), level, len(raw))
+    return header + struct.pack(f"<{len(shape)}Q", *shape) + payload
 
 
 def decode(frame: bytes | memoryview) -> np.ndarray:

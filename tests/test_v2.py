@@ -1,0 +1,82 @@
+"""The Open Inference Protocol bodies: JSON and binary tensors, and the caller's mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slice_runtime import v2
+from slice_runtime.errors import InvalidInput
+from slice_runtime.tensors import TensorSpec
+
+SPECS = [TensorSpec("input_ids", "int64", (1, 4)), TensorSpec("pixels", "float32", (1, 2, 2))]
+
+
+def _inputs() -> dict[str, np.ndarray]:
+    return {"input_ids": np.array([[1, 2, 3, 4]], np.int64), "pixels": np.arange(4, dtype=np.float32).reshape(1, 2, 2)}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_requests_round_trip(binary: bool) -> None:
+    body, headers = v2.encode_request(_inputs(), binary=binary, request_id="r1")
+    parsed = v2.parse_request(body, headers.get(v2.HEADER_LENGTH))
+    assert parsed.id == "r1"
+    for name, array in _inputs().items():
+        assert np.array_equal(parsed.inputs[name], array) and parsed.inputs[name].dtype == array.dtype
+    v2.check_inputs(parsed.inputs, SPECS)
+
+
+def test_nested_json_data_is_accepted() -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 2, 2], "datatype": "FP32", "data": [[[0, 1], [2, 3]]]}]}
+    )
+    assert v2.parse_request(body.encode(), None).inputs["pixels"].shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_responses_round_trip_and_honour_requested_outputs(binary: bool) -> None:
+    outputs = {"logits": np.array([[0.25, -1.5]], np.float32), "boxes": np.zeros((1, 3, 4), np.float32)}
+    specs = [TensorSpec("logits", "float32", (1, 2)), TensorSpec("boxes", "float32", (1, 3, 4))]
+    body, headers = v2.encode_request(_inputs(), outputs=["logits"], binary_outputs=binary)
+    request = v2.parse_request(body, headers.get(v2.HEADER_LENGTH))
+    payload, response_headers = v2.encode_response("m", request, outputs, specs)
+    decoded = v2.decode_response(payload, response_headers.get(v2.HEADER_LENGTH))
+    assert list(decoded) == ["logits"] and np.array_equal(decoded["logits"], outputs["logits"])
+    assert (v2.HEADER_LENGTH in response_headers) == binary
+    assert json.loads(payload[: int(response_headers.get(v2.HEADER_LENGTH, len(payload)))])["model_name"] == "m"
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"input_ids": np.zeros((1, 4), np.int64)}, "missing input 'pixels'"),
+        ({**_inputs(), "extra": np.zeros(1, np.float32)}, "unknown input 'extra'"),
+        ({**_inputs(), "pixels": np.zeros((1, 2, 3), np.float32)}, "shape 1x2x3, expected 1x2x2"),
+        ({**_inputs(), "input_ids": np.zeros((1, 4), np.int32)}, "dtype int32, expected int64"),
+    ],
+)
+def test_caller_mistakes_name_the_problem(inputs: dict[str, np.ndarray], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        v2.check_inputs(inputs, SPECS)
+
+
+_BINARY_HEAD = b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}'
+
+
+@pytest.mark.parametrize(
+    "body, header, message",
+    [
+        (b"not json", None, "not valid JSON"),
+        (b'{"inputs": []}', None, "non-empty 'inputs'"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP33", "data": [1, 2]}]}', None, "unknown datatype"),
+        (b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}', None, "2 values for shape"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}', None, "BYTES"),
+        (_BINARY_HEAD + b"1234", str(len(_BINARY_HEAD)), "binary data ends after 4 of 8 bytes"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', "9999", "does not fit"),
+    ],
+)
+def test_malformed_requests_are_invalid_input(body: bytes, header: str | None, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        v2.parse_request(body, header)
