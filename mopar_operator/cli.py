@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from slice_runtime.options import add_gateway_arguments, add_serve_arguments, add_worker_arguments
+
 from . import __version__
 
 # The keys of slice_runtime.sessions.OPTIMIZATION_LEVELS, named here so that parsing
@@ -44,6 +46,35 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="onnxruntime graph optimisation level (default all)",
     )
+
+
+def _add_plan_options(plan: argparse.ArgumentParser) -> None:
+    plan.add_argument("--profile", help="profile.json of this model (default: profile it now)")
+    plan.add_argument(
+        "--objective",
+        choices=("cost", "latency", "slo"),
+        default="cost",
+        help="minimise cost per request (default), end-to-end latency, or cost within --slo-ms",
+    )
+    plan.add_argument("--slo-ms", type=float, help="latency bound for --objective slo")
+    plan.add_argument("--max-slices", type=int, default=8, help="at most this many slices (default 8)")
+    plan.add_argument("--min-slice-memory", type=int, metavar="MB", help="allocate at least this much per slice")
+    plan.add_argument("--max-slice-memory", type=int, metavar="MB", help="no slice may need more than this")
+    plan.add_argument("--no-split", action="store_true", help="never split dominant operators into sub-slices")
+    plan.add_argument("--max-split", type=int, default=8, help="at most this many parallel sub-slices (default 8)")
+    plan.add_argument(
+        "--dominance",
+        type=float,
+        default=0.05,
+        help="share of the model's weights or time that makes an operator dominant (default 0.05)",
+    )
+    plan.add_argument("--max-cut-tensors", type=int, default=4, help="at most this many tensors cross a cut")
+    plan.add_argument(
+        "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
+    )
+    plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
+    _add_runtime_options(plan)
+    _add_model_options(plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,32 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="partition plan: slices, sub-slices, predicted cost and latency")
     plan.add_argument("model", help="ONNX model file")
-    plan.add_argument("--profile", help="profile.json of this model (default: profile it now)")
-    plan.add_argument(
-        "--objective",
-        choices=("cost", "latency", "slo"),
-        default="cost",
-        help="minimise cost per request (default), end-to-end latency, or cost within --slo-ms",
-    )
-    plan.add_argument("--slo-ms", type=float, help="latency bound for --objective slo")
-    plan.add_argument("--max-slices", type=int, default=8, help="at most this many slices (default 8)")
-    plan.add_argument("--min-slice-memory", type=int, metavar="MB", help="allocate at least this much per slice")
-    plan.add_argument("--max-slice-memory", type=int, metavar="MB", help="no slice may need more than this")
-    plan.add_argument("--no-split", action="store_true", help="never split dominant operators into sub-slices")
-    plan.add_argument("--max-split", type=int, default=8, help="at most this many parallel sub-slices (default 8)")
-    plan.add_argument(
-        "--dominance",
-        type=float,
-        default=0.05,
-        help="share of the model's weights or time that makes an operator dominant (default 0.05)",
-    )
-    plan.add_argument("--max-cut-tensors", type=int, default=4, help="at most this many tensors cross a cut")
-    plan.add_argument(
-        "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
-    )
-    plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
-    _add_runtime_options(plan)
-    _add_model_options(plan)
+    _add_plan_options(plan)
     plan.add_argument("-o", "--output", help="write plan.json here")
     plan.set_defaults(run="mopar_operator.commands.plan:run")
 
@@ -142,23 +148,52 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("-o", "--output", required=True, help="write the link model (JSON) here")
     calibrate.set_defaults(run="mopar_operator.commands.slicing:calibrate_command")
 
+    serve = commands.add_parser("serve", help="serve sliced model locally: gateway + one worker per slice")
+    add_serve_arguments(serve)
+    serve.set_defaults(run="slice_runtime.local:main")
+
+    worker = commands.add_parser("worker", help="serve one slice (in-cluster entry point)")
+    add_worker_arguments(worker)
+    worker.set_defaults(run="slice_runtime.worker:main")
+
+    gateway = commands.add_parser("gateway", help="the V2 inference gateway in front of slice workers")
+    add_gateway_arguments(gateway)
+    gateway.set_defaults(run="slice_runtime.gateway:main")
+
+    bench = commands.add_parser("bench", help="the model served whole and partitioned, same machine, same run")
+    bench.add_argument("model", help="ONNX model file")
+    _add_plan_options(bench)
+    bench.add_argument("--requests", type=int, default=50, help="measured requests per serving (default 50)")
+    bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
+    bench.add_argument("--warmup", type=int, default=3, help="unmeasured requests first (default 3)")
+    bench.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
+    bench.add_argument("--work-dir", help="keep the slice directories here (default: a temporary directory)")
+    bench.add_argument("-o", "--output", help="write result.json here")
+    bench.set_defaults(run="mopar_operator.commands.bench:run")
+
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
-    demo.add_argument("--model", default="resnet50", help="zoo model to run (default resnet50)")
+    demo.add_argument("--model", default="vgg16", help="zoo model to run (default vgg16)")
     demo.add_argument("--scale", type=float, default=1.0, help="width multiplier of the zoo model")
     demo.add_argument("--out", default="mopar-demo", help="directory for the demo's files (default ./mopar-demo)")
     demo.add_argument("--runs", type=int, default=10, help="profiling runs (default 10)")
+    demo.add_argument("--requests", type=int, default=20, help="requests sent to each serving (default 20)")
+    demo.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
     demo.set_defaults(run="mopar_operator.commands.demo:run")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    module_name, _, function_name = args.run.partition(":")
-    # Imported late: a subcommand loads only what it needs.
     from slice_runtime.errors import RuntimeFailure
 
     from .errors import MoparError
 
+    try:
+        args = build_parser().parse_args(argv)
+    except RuntimeFailure as error:  # a malformed MOPAR_* variable behind an option's default
+        print(f"mopar: error: {error}", file=sys.stderr)
+        return error.exit_code
+    module_name, _, function_name = args.run.partition(":")
+    # Imported late: a subcommand loads only what it needs.
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)

@@ -6,6 +6,7 @@ even with static inputs), one real run with those tensors exposed as extra outpu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,7 +20,7 @@ def tensor_specs(
     model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], optimization: str = "disable"
 ) -> dict[str, TensorSpec]:
     """Specs of all graph inputs, node outputs and graph outputs of `model` (static inputs)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(weightless(model))
     graph = inferred.graph
     specs: dict[str, TensorSpec] = {}
     for value in [*graph.input, *graph.value_info, *graph.output]:
@@ -32,6 +33,34 @@ def tensor_specs(
     if unknown:
         specs.update(_measure(model, unknown, feeds, optimization))
     return specs
+
+
+# Initializers up to this many elements keep their values for shape inference (shape vectors,
+# scales, axes); larger ones are weights, whose dims are all inference needs.
+_KEEP_VALUES_UP_TO = 4096
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers carry only their shapes: shape inference
+    serialises the model it is given, and half a gigabyte of VGG weights takes seconds."""
+    graph = model.graph
+    initializers = [
+        t
+        if math.prod(t.dims) <= _KEEP_VALUES_UP_TO
+        else onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+        for t in graph.initializer
+    ]
+    light = onnx.helper.make_graph(
+        list(graph.node),
+        graph.name,
+        list(graph.input),
+        list(graph.output),
+        initializers,
+        value_info=list(graph.value_info),
+    )
+    copy = onnx.helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
+    copy.ir_version = model.ir_version
+    return copy
 
 
 def _measure(

@@ -87,6 +87,14 @@ class Manifest:
                 if sha256_file(path) != digest:
                     raise ManifestError(f"{path}: sha256 does not match the manifest")
 
+    def output_tensors(self) -> list[str]:
+        """Stored tensors that make up the model's outputs (the parts of a joined output)."""
+        return [
+            p
+            for spec in self.outputs
+            for p in (self.joins[spec.name].parts if spec.name in self.joins else [spec.name])
+        ]
+
     def join_outputs(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's outputs from the slices' tensors, concatenating outputs made in parts."""
         result = {}

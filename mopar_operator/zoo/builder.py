@@ -196,7 +196,6 @@ class GraphBuilder:
 
     # -- result ------------------------------------------------------------------
     def build(self, doc: str = "") -> onnx.ModelProto:
-        self._type_outputs()
         graph = helper.make_graph(self._nodes, self.name, self._inputs, self._outputs, self._initializers)
         model = helper.make_model(
             graph,
@@ -205,35 +204,18 @@ class GraphBuilder:
             doc_string=doc,
         )
         model.ir_version = IR_VERSION
+        _type_outputs(model)
         self._metadata.setdefault("mopar.params", str(self.params))
         helper.set_model_props(model, self._metadata)
         return model
 
-    def _type_outputs(self) -> None:
-        """Give graph outputs the types shape inference finds (the checker wants them).
 
-        Inference runs on a copy whose large weights carry shapes only: serialising a
-        VGG's half gigabyte of weights for it would take longer than drawing them.
-        """
-        light = [t if _numel(t) <= _INFER_WITH_DATA else _header(t) for t in self._initializers]
-        graph = helper.make_graph(self._nodes, self.name, self._inputs, self._outputs, light)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = IR_VERSION
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
-        for output in self._outputs:
-            if output.name in types:
-                output.type.CopyFrom(types[output.name])
+def _type_outputs(model: onnx.ModelProto) -> None:
+    """Give graph outputs the types shape inference finds (the checker wants them)."""
+    from ..shapes import weightless
 
-
-# Initializers up to this many elements keep their values during shape inference
-# (shape vectors, scales); larger ones are weights, whose shapes are all it needs.
-_INFER_WITH_DATA = 4096
-
-
-def _numel(tensor: onnx.TensorProto) -> int:
-    return math.prod(tensor.dims)
-
-
-def _header(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    return TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+    inferred = onnx.shape_inference.infer_shapes(weightless(model), strict_mode=True)
+    types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for output in model.graph.output:
+        if output.name in types:
+            output.type.CopyFrom(types[output.name])

@@ -1,0 +1,210 @@
+"""`mopar serve DIR`: a partitioned model on one machine, as a cluster would run it.
+
+One worker process per slice (each with its own onnxruntime thread budget, one
+intra-op thread by default, like one vCPU of a function) and the gateway in this
+process. A supervisor restarts a worker that dies, on the same port, so the gateway's
+retries reach the new one. Ctrl-C (or `stop()`) stops everything and clears the
+model's tensors from the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from . import manifest as manifests
+from .errors import ManifestError, SettingError
+from .gateway import DataPlane, HttpSlices, RetryPolicy, build_app
+from .transports import open_transport
+
+log = logging.getLogger("mopar.serve")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    slice_id: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LocalServer:
+    directory: Path
+    transport: str = "shm"
+    port: int = 8080
+    host: str = "127.0.0.1"
+    threads: int = 1
+    namespace: str = "local"
+    name: str | None = None
+    log_dir: Path | None = None
+    worker_args: list[str] = field(default_factory=list)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    request_timeout: float = 60.0
+    max_body_bytes: int = 64 * 2**20
+
+    def __post_init__(self) -> None:
+        self.manifest = manifests.load(self.directory)
+        self.manifest.verify_files()
+        self.log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="mopar-serve-"))
+        self.workers = {
+            e.id: WorkerProcess(e.id, free_port(), self.log_dir / f"worker-{e.id}.log") for e in self.manifest.slices
+        }
+        self._runner: web.AppRunner | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.plane: DataPlane | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- workers -----------------------------------------------------------------
+    def _spawn(self, worker: WorkerProcess) -> None:
+        command = [
+            sys.executable, "-m", "slice_runtime.worker",
+            "--manifest", str(self.directory), "--slice", worker.slice_id,
+            "--transport", self.transport, "--namespace", self.namespace,
+            "--host", "127.0.0.1", "--port", str(worker.port), "--threads", str(self.threads),
+            *self.worker_args,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        with worker.log_path.open("ab") as out:
+            worker.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    async def _wait_ready(self, worker: WorkerProcess, deadline: float) -> None:
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert worker.process is not None
+                if worker.process.poll() is not None:
+                    tail = worker.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                    raise ManifestError(f"worker for slice {worker.slice_id} exited: {tail[0]}")
+                try:
+                    async with session.get(f"{worker.url}/health/ready", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise ManifestError(f"worker for slice {worker.slice_id} was not ready in time (log: {worker.log_path})")
+
+    async def _supervise(self) -> None:
+        """Restart workers that die (on the same port, so the gateway finds them again)."""
+        while not self._stopping:
+            for worker in self.workers.values():
+                if worker.process is not None and worker.process.poll() is not None and not self._stopping:
+                    worker.restarts += 1
+                    log.warning("worker %s exited (%s); restarting", worker.slice_id, worker.process.returncode)
+                    self._spawn(worker)
+            await asyncio.sleep(0.1)
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, timeout: float = 180.0) -> None:
+        try:
+            store = open_transport(self.transport, self.namespace, self.manifest.name)
+        except ValueError as error:
+            raise SettingError(str(error)) from None
+        await store.ping()
+        await store.purge()  # leftovers of an earlier run
+        for worker in self.workers.values():
+            self._spawn(worker)
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.gather(*(self._wait_ready(w, deadline) for w in self.workers.values()))
+        except BaseException:
+            await store.close()
+            await self.stop()
+            raise
+        self.plane = DataPlane(
+            self.manifest,
+            store,
+            HttpSlices({sid: w.url for sid, w in self.workers.items()}),
+            name=self.name,
+            retry=self.retry,
+            request_timeout=self.request_timeout,
+        )
+        self._runner = web.AppRunner(build_app(self.plane, self.max_body_bytes))
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for worker in self.workers.values():
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in self.workers.values():
+            if worker.process is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, worker.process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+        if self.plane is not None:
+            try:
+                await self.plane.transport.purge()
+            finally:
+                await self.plane.slices.close()
+                await self.plane.transport.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = LocalServer(
+        Path(args.directory),
+        transport=args.transport,
+        port=args.port,
+        host=args.host,
+        threads=args.threads,
+        name=args.name,
+    )
+
+    async def serve() -> None:
+        print(
+            f"starting {len(server.workers)} slice worker(s) of {server.manifest.name} (logs: {server.log_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+        await server.start()
+        assert server.plane is not None
+        print(
+            f"serving {server.plane.name} at {server.url}/v2/models/{server.plane.name}/infer; Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping", file=sys.stderr, flush=True)
+        await server.stop()
+
+    asyncio.run(serve())
+    return 0
