@@ -34,11 +34,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
-# Programs the tests run for real: redis-server (transports, artifact store).
+# Programs the tests run for real: redis-server (transports, artifact store), openssl
+# (certificates for the TLS transport test).
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check mopar_operator slice_runtime tests

@@ -3,16 +3,18 @@
 Codec speeds come from encoding and decoding activation-like tensors (ReLU outputs:
 half zeros, the rest positive floats) with every candidate setting; the store's round
 trip from a tiny SET+GET and its throughput from SET+GET of growing payloads on a real
-Redis (`round trip = 2 x hop + 2 x bytes / throughput`); the control call from timed HTTP posts to
-an aiohttp server on loopback. Medians throughout.
+Redis (`round trip = 2 x hop + 2 x bytes / throughput`); the per-slice overhead from a chain of
+tiny slices served by real workers behind the real gateway (`measure_invoke`). Medians throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from slice_runtime import codec
 from slice_runtime.linkmodel import CodecSpeed, LinkModel
 
 from .errors import UsageError
+from .modelfile import ModelFile, load_model
 
 PAYLOAD_SIZES = (16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
 
@@ -77,35 +80,88 @@ def measure_store(url: str, repeat: int = 15) -> tuple[float, float]:
     return hop_ms, statistics.median(rates)
 
 
-async def _measure_invoke(repeat: int) -> float:
-    from aiohttp import ClientSession, web
+def measure_invoke(transport: str, slices: int = 6, requests: int = 40) -> float:
+    """Milliseconds each extra slice adds to a request, all overheads in: the gateway's call,
+    the worker's HTTP handling, its store round trips for a tiny tensor, its thread hop.
 
-    async def handle(request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({"request_id": body["request_id"], "outputs": {"y": "key"}})
+    Measured the way it happens: a chain of `slices` tiny ReLUs served whole and served as
+    `slices` slices by real workers behind the real gateway; the difference per extra slice.
+    """
+    with tempfile.TemporaryDirectory(prefix="mopar-calibrate-") as tmp:
+        directory = Path(tmp)
+        model = _relu_chain(directory / "chain.onnx", slices)
+        for count in (1, slices):
+            _slice_evenly(model, count, directory / f"chain-{count}")
+        one, many = (
+            asyncio.run(_median_request_ms(directory / f"chain-{count}", transport, requests)) for count in (1, slices)
+        )
+    return max((many - one) / (slices - 1), 0.0)
 
-    app = web.Application()
-    app.router.add_post("/run", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    times = []
-    async with ClientSession() as session:
-        for i in range(repeat + 5):
-            start = time.perf_counter()
-            async with session.post(f"http://127.0.0.1:{port}/run", json={"request_id": str(i), "inputs": {}}) as r:
-                await r.json()
-            if i >= 5:  # the first calls open the connection
-                times.append((time.perf_counter() - start) * 1000.0)
-    await runner.cleanup()
-    return statistics.median(times)
+
+def _relu_chain(path: Path, length: int) -> ModelFile:
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ["x", *(f"t{i}" for i in range(length))]
+    nodes = [helper.make_node("Relu", [names[i]], [names[i + 1]], name=f"relu{i}") for i in range(length)]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info(names[-1], TensorProto.FLOAT, [1, 256])],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save_model(proto, str(path))
+    return load_model(path)
+
+
+def _slice_evenly(model: ModelFile, count: int, directory: Path) -> None:
+    from . import graph as graphs
+    from . import planfile, pricing
+    from .memory import MB, MemoryModel
+    from .planner import Constraints, Coster, Plan
+    from .profiling import profile_model
+    from .segments import sweep
+    from .slicer import slice_model
+
+    profile = profile_model(model, runs=1, warmup=0, measure_memory=False, measure_compression=False)
+    graph = graphs.from_model(model.proto, profile)
+    link, memory = LinkModel.load(), MemoryModel(MB)
+    coster = Coster(graph, memory, link, pricing.LAMBDA, Constraints())
+    n = len(graph)
+    options = [coster.option(next(sweep(graph, i * n // count, [(i + 1) * n // count]))) for i in range(count)]
+    plan = Plan(graph, Constraints(), pricing.LAMBDA, link, memory, options, options[0], 0.0)  # type: ignore[arg-type]
+    slice_model(model, planfile.to_json(plan, profile.model, profile.tensor_specs, {}), directory)
+
+
+async def _median_request_ms(directory: Path, transport: str, requests: int) -> float:
+    from aiohttp import ClientSession
+
+    from slice_runtime import v2
+    from slice_runtime.local import LocalServer, free_port
+    from slice_runtime.tensors import random_inputs
+
+    server = LocalServer(directory, transport=transport, port=free_port(), namespace="calibrate")
+    await server.start()
+    try:
+        body, headers = v2.encode_request(random_inputs(server.manifest.inputs), binary=True)
+        times = []
+        async with ClientSession() as session:
+            for i in range(requests + 10):
+                started = time.perf_counter()
+                async with session.post(f"{server.url}/v2/models/chain/infer", data=body, headers=headers) as r:
+                    await r.read()
+                if i >= 10:  # the first requests warm up the connections and the workers
+                    times.append((time.perf_counter() - started) * 1000.0)
+        return statistics.median(times)
+    finally:
+        await server.stop()
 
 
 def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
     hop_ms, bytes_per_ms = measure_store(redis_url, repeat)
-    invoke_ms = asyncio.run(_measure_invoke(repeat * 4))
+    # The chain's tiny tensors already paid a read and a write round trip per slice; the
+    # planner adds those per slice itself, so they are taken out here.
+    invoke_ms = max(measure_invoke(redis_url) - 2 * hop_ms, 0.0)
     return LinkModel(
         hop_ms=round(hop_ms, 4),
         bytes_per_ms=round(bytes_per_ms),

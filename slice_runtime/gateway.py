@@ -193,6 +193,7 @@ class DataPlane:
     async def _run_slices(self, request_id: str) -> None:
         remaining = dict(self.readers)
         tasks: dict[str, asyncio.Task[None]] = {}
+        deletions: list[asyncio.Task[int]] = []
 
         async def run(entry: manifests.SliceEntry) -> None:
             if entry.depends_on:
@@ -203,8 +204,8 @@ class DataPlane:
                 remaining[spec.name] -= 1
                 if remaining[spec.name] == 0:
                     done_with.append(spec.name)
-            if done_with:  # free the store as soon as a tensor's last reader is done
-                await self.transport.delete(request_id, done_with)
+            if done_with:  # free the store as soon as a tensor's last reader is done, off the critical path
+                deletions.append(asyncio.ensure_future(self.transport.delete(request_id, done_with)))
 
         for entry in self.manifest.slices:
             tasks[entry.id] = asyncio.ensure_future(run(entry))
@@ -213,7 +214,7 @@ class DataPlane:
         finally:
             for task in tasks.values():
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*tasks.values(), *deletions, return_exceptions=True)
 
     async def _call(self, slice_id: str, request_id: str) -> dict[str, Any]:
         delays = self.retry.delays()

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import os
 import re
+import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -178,11 +179,16 @@ def redis_server_name(url: str) -> str:
 
 def _os_reason(error: BaseException) -> str | None:
     # redis-py's own text ("Error 111 connecting to h:p. Connect call failed (...)") repeats
-    # the address; the OS error underneath says what happened in two words.
+    # the address; the OS error underneath says what happened in two words. A TLS failure is
+    # an OSError too, whose errno would only say "Operation not permitted": name it instead.
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause})"
         if isinstance(cause, OSError) and cause.errno:
             return os.strerror(cause.errno)
         cause = cause.__cause__ or cause.__context__

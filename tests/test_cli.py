@@ -157,3 +157,88 @@ def test_unsatisfiable_plans_name_the_bound(small_model) -> None:
         run_cli("plan", model, "--objective", "slo", "--slo-ms", "0.001"), "below the fastest possible latency"
     )
     _assert_one_line_error(run_cli("plan", model, "--objective", "slo"), "--slo-ms")
+
+
+def test_serve_answers_v2_requests_and_stops_cleanly_on_ctrl_c(small_model, tmp_path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mopar_operator.modelfile import load_model
+    from slice_runtime import v2
+    from slice_runtime.local import free_port
+    from slice_runtime.tensors import random_inputs
+
+    model = str(small_model("mobilenetv2"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mopar_operator", "serve", str(slices), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "mopar serve did not become ready"
+                time.sleep(0.2)
+        body, headers = v2.encode_request(random_inputs(load_model(model).inputs))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/mobilenetv2/infer", data=body, headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["outputs"][0]["shape"] == [1, 1000]
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(30) == 0
+    assert "stopping" in server.stderr.read().decode()  # type: ignore[union-attr]
+
+
+def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "result.json"
+    done = run_cli(
+        "bench",
+        str(small_model("resnet50")),
+        "--requests",
+        "5",
+        "--objective",
+        "latency",
+        "--max-slices",
+        "3",
+        "-o",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {"model", "machine", "settings", "whole", "partitioned", "ratios"} <= set(result)
+    for side in ("whole", "partitioned"):
+        figures = result[side]
+        assert {
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "throughput_rps",
+            "memory_mb",
+            "gb_seconds",
+            "cost_per_million_usd",
+            "resource_efficiency",
+        } <= set(figures)
+        assert set(figures["cost_per_million_usd"]) == {"lambda", "lambda-cpu-scaled", "knative"}
+        assert figures["mismatched_outputs"] == 0
+    for entry in result["partitioned"]["slices"]:
+        assert {"rss_mb", "time_ms", "bytes_raw", "bytes_compressed"} <= set(entry)
+        assert entry["rss_mb"] > 50  # measured from the worker process, not guessed
+    assert {"cost", "latency_p50", "resource_efficiency"} <= set(result["ratios"])

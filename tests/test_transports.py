@@ -385,3 +385,52 @@ def test_artifact_store_unreachable() -> None:
     message = _one_line(error)
     assert message.startswith(f"cannot reach Redis at 127.0.0.1:{port}") and PASSWORD not in message
     assert not isinstance(error.value, ArtifactError)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server speaking only TLS, with a self-signed certificate made by openssl."""
+    import shutil as _shutil
+
+    if _shutil.which("openssl") is None:
+        pytest.fail("openssl is not on PATH; `make test` installs it")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file",
+         str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import socket
+    import time as _time
+
+    deadline = _time.monotonic() + 10
+    while _time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        _time.sleep(0.05)
+    yield port, cert
+    process.terminate()
+    process.wait(10)
+
+
+async def test_redis_over_tls(tls_server: tuple[int, Path]) -> None:
+    port, cert = tls_server
+    secure = open_transport(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}", "ns", "m")
+    try:
+        await secure.put("r", {"x": b"over tls"}, 30)
+        assert await secure.get("r", ["x"]) == [b"over tls"]
+    finally:
+        await secure.close()
+    untrusted = open_transport(f"rediss://127.0.0.1:{port}/0", "ns", "m")  # the system CAs do not know it
+    with pytest.raises(TransportError) as error:
+        await untrusted.ping()
+    assert "TLS certificate verification failed" in _one_line(error)
+    await untrusted.close()

@@ -59,12 +59,12 @@ def verify_command(args: argparse.Namespace) -> int:
 def calibrate_command(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
 
-    err.print(f"measuring codecs, {args.redis} and a loopback HTTP call ...")
+    err.print(f"measuring codecs, the store at {args.redis} and the per-slice overhead of real workers ...")
     model = calibrate(args.redis)
     model.save(args.output)
     out.print(
         f"store round trip {model.hop_ms:.3f} ms, {model.bytes_per_ms / 1e6:.2f} GB/s; "
-        f"control call {model.invoke_ms:.3f} ms"
+        f"per-slice overhead {model.invoke_ms:.3f} ms"
     )
     for name, speed in model.codecs.items():
         out.print(
