@@ -157,6 +157,40 @@ async def _median_request_ms(directory: Path, transport: str, requests: int) -> 
         await server.stop()
 
 
+def measure_parallel_efficiency(runs: int = 12) -> float:
+    """Speed of two sessions running at once in two processes, relative to one alone
+    (1.0: two idle cores; less where they share a core, caches or memory bandwidth)."""
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+
+    from . import zoo
+
+    if (os.cpu_count() or 1) < 2:
+        return 0.5
+    with tempfile.TemporaryDirectory(prefix="mopar-calibrate-") as tmp:
+        path = Path(tmp) / "convs.onnx"
+        onnx.save_model(zoo.build("resnet50", scale=0.5, image=112), str(path))
+        script = (
+            "import sys, time, numpy as np; from slice_runtime.sessions import open_session; "
+            "s = open_session(sys.argv[1]); x = {'input': np.zeros((1, 3, 112, 112), np.float32)}; "
+            "[s.run(None, x) for _ in range(3)]; t = time.perf_counter(); "
+            f"[s.run(None, x) for _ in range({runs})]; print((time.perf_counter() - t) / {runs})"
+        )
+
+        def timed(count: int) -> float:
+            processes = [
+                subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+                for _ in range(count)
+            ]
+            return statistics.mean(float(p.communicate()[0]) for p in processes)
+
+        alone, together = timed(1), timed(2)
+    return round(min(1.0, alone / together), 3)
+
+
 def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
     hop_ms, bytes_per_ms = measure_store(redis_url, repeat)
     # The chain's tiny tensors already paid a read and a write round trip per slice; the
@@ -167,5 +201,6 @@ def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
         bytes_per_ms=round(bytes_per_ms),
         invoke_ms=round(invoke_ms, 4),
         codecs=measure_codecs(),
+        parallel_efficiency=measure_parallel_efficiency(),
         source=f"mopar calibrate --redis {redis_url} on {time.strftime('%Y-%m-%d')}",
     )

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
 
-from .profiling import Profile
+if TYPE_CHECKING:  # the profile is read here, never made: no import cycle with profiling
+    from .profiling import Profile
 
 GRAPH_INPUT = -1  # producer index of a tensor the request brings
 
@@ -64,6 +66,7 @@ class Graph:
         ratios: Mapping[str, Mapping[str, float]] | None = None,
         weight_shapes: Mapping[str, tuple[int, ...]] | None = None,
         tensor_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        serial_fractions: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         self.nodes = list(nodes)
@@ -74,6 +77,8 @@ class Graph:
         self.ratios = {k: dict(v) for k, v in (ratios or {}).items()}
         self.weight_shapes = dict(weight_shapes or {})
         self.tensor_shapes = dict(tensor_shapes or {})
+        # Per dominant operator, the share of its time a split does not divide (measured).
+        self.serial_fractions = dict(serial_fractions or {})
         n = len(self.nodes)
         self.producer: dict[str, int] = {t: GRAPH_INPUT for t in self.inputs}
         self.consumers: dict[str, list[int]] = {}
@@ -149,20 +154,11 @@ class Graph:
         return groups
 
     def _split_axis(self, node: Node) -> tuple[int, int] | None:
-        """(axis, channels) along which `node`'s output can be split by splitting its weights."""
         operands = node.operands
         if len(node.outputs) != 1 or len(node.inputs) != 1 or len(operands) < 2 or operands[0] not in node.inputs:
             return None
         weight = self.weight_shapes.get(operands[1])
-        if weight is None:
-            return None
-        if node.op_type == "Conv" and node.attributes.get("group", 1) == 1 and len(weight) == 4:
-            return 1, weight[0]
-        if node.op_type == "Gemm" and len(weight) == 2 and not node.attributes.get("transA", 0):
-            return 1, weight[0] if node.attributes.get("transB", 0) else weight[1]
-        if node.op_type == "MatMul" and len(weight) == 2:
-            return -1, weight[1]
-        return None
+        return None if weight is None else split_axis(node.op_type, node.attributes, weight)
 
     def _group_ends(self, start: int, axis: int, channels: int) -> list[int]:
         """Ends e such that nodes [start, e) compute a channel-wise function of node start's output
@@ -188,6 +184,18 @@ class Graph:
         """True if constant `weight` is a scalar, or holds one value per channel along `axis`
         of a rank-`rank` tensor it is broadcast against (so it can be split with it)."""
         return constant_axis(self.weight_shapes.get(weight, ()), axis, channels, rank) is not None
+
+
+def split_axis(op_type: str, attributes: Mapping[str, object], weight: Sequence[int]) -> tuple[int, int] | None:
+    """(axis, channels) along which an operator's output splits by splitting its weight (input 1):
+    Conv (one group) along output channels, Gemm and MatMul along N; None for anything else."""
+    if op_type == "Conv" and attributes.get("group", 1) == 1 and len(weight) == 4:
+        return 1, weight[0]
+    if op_type == "Gemm" and len(weight) == 2 and not attributes.get("transA", 0):
+        return 1, weight[0] if attributes.get("transB", 0) else weight[1]
+    if op_type == "MatMul" and len(weight) == 2:
+        return -1, weight[1]
+    return None
 
 
 def constant_axis(shape: Sequence[int], axis: int, channels: int, rank: int) -> int | None:
@@ -233,6 +241,7 @@ def from_model(model: onnx.ModelProto, profile: Profile) -> Graph:
         ratios=profile.compression,
         weight_shapes={name: tuple(t.dims) for name, t in initializers.items()},
         tensor_shapes={name: spec.shape for name, spec in specs.items()},
+        serial_fractions=profile.split_serial_fractions,
     )
 
 

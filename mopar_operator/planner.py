@@ -128,6 +128,16 @@ class Coster:
         write = sum(self.transfer(t, parts).write_ms for t in writes) + (self.link.hop_ms if writes else 0.0)
         return read + write
 
+    def part_compute_ms(self, stats: SegmentStats, parts: int, group: SplitGroup | None) -> float:
+        """Compute time of one of `parts` sub-slices: the dominant operator divides by its measured
+        serial fraction s (a part takes t x (s + (1 - s) / k)), its channel-wise tail evenly."""
+        if parts == 1 or group is None:
+            return stats.compute_ms
+        head = self.graph.nodes[group.start]
+        serial = self.graph.serial_fractions.get(head.name, 0.0)
+        divided = (stats.compute_ms - head.latency_ms) / parts + head.latency_ms * (serial + (1 - serial) / parts)
+        return self.link.part_ms(divided * parts, parts)
+
     def option(self, stats: SegmentStats, parts: int = 1, group: SplitGroup | None = None) -> Option | None:
         """The slice run as `parts` functions; None where it breaks a memory bound."""
         need_mb = self.memory.need_bytes(stats, parts) / MB
@@ -138,7 +148,8 @@ class Coster:
             return None
         if bounds.max_slice_memory_mb is not None and memory_mb > bounds.max_slice_memory_mb:
             return None
-        duration = self.link.invoke_ms + stats.compute_ms / parts + self.io_ms(stats.inputs, stats.outputs, parts)
+        compute = self.part_compute_ms(stats, parts, group)
+        duration = self.link.invoke_ms + compute + self.io_ms(stats.inputs, stats.outputs, parts)
         billed = self.pricing.billed_ms(duration, memory_mb)
         baseline = self.memory.baseline_bytes
         touched = parts * baseline * duration + stats.touched_byte_ms / parts + stats.input_bytes * stats.compute_ms

@@ -29,7 +29,7 @@ from slice_runtime.footprint import measure_peak_rss
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import TensorSpec, random_inputs
 
-from . import shapes
+from . import shapes, splitcost
 from .compressibility import measure_ratios
 from .errors import UsageError
 from .flops import node_flops
@@ -84,6 +84,8 @@ class Profile:
     totals: dict[str, Any]
     # {tensor: {codec setting: compression ratio}}, measured on the profiling run's activations
     compression: dict[str, dict[str, float]] = field(default_factory=dict)
+    # {operator: serial fraction}: the share of its time a split does not divide (`splitcost`)
+    split_serial_fractions: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +98,7 @@ class Profile:
             "nodes": [n.to_json() for n in self.nodes],
             "totals": self.totals,
             "compression": self.compression,
+            "split_serial_fractions": self.split_serial_fractions,
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class Profile:
             nodes=[NodeProfile.from_json(n) for n in data["nodes"]],
             totals=dict(data["totals"]),
             compression={k: dict(v) for k, v in data.get("compression", {}).items()},
+            split_serial_fractions={k: float(v) for k, v in data.get("split_serial_fractions", {}).items()},
         )
 
     def save(self, path: str | Path) -> None:
@@ -141,6 +145,7 @@ def profile_model(
     optimization: str = "all",
     measure_memory: bool = True,
     measure_compression: bool = True,
+    measure_splits: bool = True,
     progress: Progress | None = None,
 ) -> Profile:
     """Profile `model`: `warmup` unrecorded runs, then medians over `runs` runs."""
@@ -199,6 +204,12 @@ def profile_model(
                 outputs=outputs,
             )
         )
+    fractions: dict[str, float] = {}
+    if measure_splits:
+        names = splitcost.candidates(model.proto, {n.name: n.latency_ms for n in nodes})
+        fractions = splitcost.serial_fractions(
+            model.proto, specs, names, threads, optimization, progress=lambda done, total: report("splits", done, total)
+        )
     known_flops = [n.flops for n in nodes if n.flops is not None]
     totals = {
         "latency_ms": round(statistics.median(wall), 4),
@@ -219,6 +230,7 @@ def profile_model(
         nodes=nodes,
         totals=totals,
         compression=compression,
+        split_serial_fractions=fractions,
     )
 
 

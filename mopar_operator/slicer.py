@@ -149,55 +149,63 @@ def _sub_slice(
 ) -> onnx.ModelProto:
     assert planned.split is not None
     split = planned.split
-    head, tail = members[0], members[1:]
-    output_rank = len(specs[planned.outputs[0]].shape)
-    start, stop = bounds
-    new_initializers: list[onnx.TensorProto] = []
-    shared: set[str] = set()  # scalar constants, taken whole
+    final = planned.outputs[0]
+    try:
+        body, weights = split_nodes(members, initializers, split.axis, split.channels, len(specs[final].shape), bounds)
+    except ValueError as error:
+        raise UsageError(f"slice {planned.id}: {error}") from None
+    part_tensor = part_name(final, part)
+    body = [_rename_output(n, final, part_tensor) for n in body]
+    inputs, concats = _joined_inputs(planned.inputs, specs, joins)  # every part reads its whole input
+    output = _part_spec(specs[final], part_tensor, split.axis, part, split.k, bounds)
+    return _model(model, f"{planned.id}.{part}", [*concats, *body], inputs, [output], weights)
 
-    def take(name: str, axis: int) -> str:
-        """A copy of initializer `name` holding only this part's channels along `axis`."""
-        array = numpy_helper.to_array(initializers[name])
-        piece = np.take(array, range(start, stop), axis=axis)
-        new = f"{name}__part{part}"
-        new_initializers.append(numpy_helper.from_array(np.ascontiguousarray(piece), new))
+
+def split_nodes(
+    members: Sequence[onnx.NodeProto],
+    initializers: Mapping[str, onnx.TensorProto],
+    axis: int,
+    channels: int,
+    output_rank: int,
+    bounds: tuple[int, int],
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A dominant operator and its channel-wise tail computing only channels [start, stop) of
+    their output: the operator's weights (and per-channel constants) cut to those channels."""
+    head, tail = members[0], members[1:]
+    start, stop = bounds
+    weights: list[onnx.TensorProto] = []
+    taken: set[str] = set()
+
+    def take(name: str, along: int) -> str:
+        if along < 0:  # a scalar: taken whole
+            if name not in taken:
+                taken.add(name)
+                weights.append(initializers[name])
+            return name
+        piece = np.take(numpy_helper.to_array(initializers[name]), range(start, stop), axis=along)
+        new = f"{name}__ch{start}_{stop}"
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(piece), new))
         return new
 
     head_inputs = list(head.input)
-    weight_axis = _weight_axis(head)
-    head_inputs[1] = take(head.input[1], weight_axis)
+    head_inputs[1] = take(head.input[1], _weight_axis(head))
     if len(head_inputs) > 2 and head_inputs[2]:  # Conv bias (one per output channel) / Gemm C (broadcast)
-        bias_shape = tuple(initializers[head_inputs[2]].dims)
-        if head.op_type == "Conv":
-            axis: int | None = 0
-        else:
-            axis = constant_axis(bias_shape, split.axis, split.channels, output_rank)
-        if axis is None:
-            raise UsageError(f"slice {planned.id}: cannot split the bias of {head.name}")
-        if axis >= 0:
-            head_inputs[2] = take(head.input[2], axis)
-        else:
-            new_initializers.append(initializers[head.input[2]])
+        shape = tuple(initializers[head_inputs[2]].dims)
+        bias_axis = 0 if head.op_type == "Conv" else constant_axis(shape, axis, channels, output_rank)
+        if bias_axis is None:
+            raise ValueError(f"cannot split the bias of {head.name}")
+        head_inputs[2] = take(head.input[2], bias_axis)
     body = [_copy(head, inputs=head_inputs)]
     for node in tail:
         node_inputs = list(node.input)
         for i, name in enumerate(node_inputs):
             if name in initializers:
-                axis = constant_axis(tuple(initializers[name].dims), split.axis, split.channels, output_rank)
-                if axis is None:
-                    raise UsageError(f"slice {planned.id}: cannot split constant {name} of {node.name}")
-                if axis >= 0:
-                    node_inputs[i] = take(name, axis)
-                elif name not in shared:
-                    shared.add(name)
-                    new_initializers.append(initializers[name])
+                along = constant_axis(tuple(initializers[name].dims), axis, channels, output_rank)
+                if along is None:
+                    raise ValueError(f"cannot split constant {name} of {node.name}")
+                node_inputs[i] = take(name, along)
         body.append(_copy(node, inputs=node_inputs))
-    final = planned.outputs[0]
-    part_tensor = part_name(final, part)
-    body = [_rename_output(n, final, part_tensor) for n in body]
-    inputs, concats = _joined_inputs(planned.inputs, specs, joins)  # every part reads its whole input
-    output = _part_spec(specs[final], part_tensor, split.axis, part, split.k, bounds)
-    return _model(model, f"{planned.id}.{part}", [*concats, *body], inputs, [output], new_initializers)
+    return body, weights
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:

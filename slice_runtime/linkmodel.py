@@ -45,7 +45,14 @@ class LinkModel:
     invoke_ms: float  # one control call to a slice worker (HTTP), framework included
     codecs: Mapping[str, CodecSpeed] = field(default_factory=dict)
     threshold_bytes: int = DEFAULT_THRESHOLD_BYTES
+    # How much of the ideal speed-up parallel sub-slices reach: 1.0 when each runs on its own
+    # idle core; lower where they share cores, caches and memory bandwidth.
+    parallel_efficiency: float = 1.0
     source: str = ""  # how the numbers were obtained
+
+    def part_ms(self, compute_ms: float, parts: int) -> float:
+        """Compute time of one of `parts` parallel sub-slices of a `compute_ms` slice."""
+        return compute_ms if parts == 1 else compute_ms / parts / self.parallel_efficiency
 
     def transfer(self, nbytes: int, ratios: Mapping[str, float] | None = None) -> Transfer:
         """The fastest way to move `nbytes` whose compression ratio per setting is `ratios`
@@ -71,6 +78,7 @@ class LinkModel:
             "bytes_per_ms": self.bytes_per_ms,
             "invoke_ms": self.invoke_ms,
             "threshold_bytes": self.threshold_bytes,
+            "parallel_efficiency": self.parallel_efficiency,
             "codecs": {
                 name: {"encode_bytes_per_ms": s.encode_bytes_per_ms, "decode_bytes_per_ms": s.decode_bytes_per_ms}
                 for name, s in self.codecs.items()
@@ -89,6 +97,7 @@ class LinkModel:
                 for name, s in data.get("codecs", {}).items()
             },
             threshold_bytes=int(data.get("threshold_bytes", DEFAULT_THRESHOLD_BYTES)),
+            parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),
             source=str(data.get("source", "")),
         )
 

@@ -111,3 +111,12 @@ def test_integer_inputs_stay_in_their_recorded_range(small_model) -> None:
     assert model.input_ranges["input_ids"] == (0, 1000)
     profile = profile_model(model, runs=1, warmup=0, measure_memory=False)
     assert np.isfinite(profile.totals["latency_ms"])
+
+
+def test_split_serial_fractions_are_measured_for_splittable_operators(small_model) -> None:
+    model = load_model(small_model("vgg16"))
+    profile = profile_model(model, runs=2, warmup=1, measure_memory=False, measure_compression=False)
+    fractions = profile.split_serial_fractions
+    assert "classifier.fc1/Gemm" in fractions and "features.conv0/Conv" in fractions
+    assert all(0.0 <= value <= 1.0 for value in fractions.values())
+    assert not any(name.endswith(("Relu", "MaxPool")) for name in fractions)
