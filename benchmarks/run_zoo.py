@@ -130,6 +130,24 @@ def render(out: Path, requests: int) -> str:
         "- Transfer overhead per cut (target <= 10 % of the slice's compute): worst "
         + (f"{worst[2]:.1%} ({worst[0]}, {worst[1]} plan)." if worst else "n/a (no partitioned plan)."),
         "",
+        "## Why the targets are missed here",
+        "",
+        "- **Cost.** Every function pays the runtime again (about 90 MB: Python, onnxruntime and the worker,",
+        "  measured in a fresh process) and Lambda's 128 MB floor, and every slice is a $0.20-per-million",
+        "  invocation. Partitioning pays only where weights sit in layers that run briefly: VGG-16's classifier",
+        "  holds 471 MB for about 30 ms of a 220 ms request, and moving it out of the convolutions' function",
+        "  halves the cost. Where weights and time are spread evenly (ResNet-50, YOLOv5s, MobileNetV2, the",
+        "  LSTM), no partition is cheaper, the planner keeps the model whole, and the ratio is 1.00, never",
+        "  worse. The reference's 2.58x is not reached on this zoo under this accounting; the predicted",
+        "  ratios (`mopar plan`) match the measured ones within 5 %.",
+        "- **Latency.** A slice adds about 2.4 ms to a request on this machine (`mopar calibrate`: the",
+        "  gateway's call, the worker's HTTP handling and its store round trips), and the two cores run",
+        "  the gateway and up to eleven workers: sub-slices that should halve a layer's time compete for",
+        "  the same two cores. Partitioned plans therefore run 2-6 % slower than the whole model here;",
+        "  the latency objective only splits where its measured model says it pays, and rarely does.",
+        "- **Transfer.** Cuts of the cost plans cost 2-8 % of their slices' compute; the worst figures come",
+        "  from the latency plan's small sub-slices, whose compute is a few milliseconds each.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..bench import TABLES, bench, save
 from ..console import err, out, progress
 from ..modelfile import load_model, parse_input_shape
-from ..planner import Plan
+from ..pipeline import whole_plan
 from .plan import load_or_make_profile, make_plan
 
 
@@ -19,9 +19,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
     plan = make_plan(model, profile, args)
-    whole = Plan(
-        plan.graph, plan.constraints, plan.pricing, plan.link, plan.memory, [plan.whole], plan.whole, plan.gateway_ms
-    )
+    whole = whole_plan(plan)
     with progress(f"benchmarking {model.name}") as report:
         result = bench(
             model,

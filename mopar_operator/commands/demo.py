@@ -18,8 +18,8 @@ from ..bench import bench, save
 from ..console import err, out, progress
 from ..errors import VerificationError
 from ..modelfile import load_model
+from ..pipeline import whole_plan
 from ..planfile import to_json
-from ..planner import Plan
 from ..plotting import plot_profile
 from ..profiling import profile_model
 from ..slicer import slice_model
@@ -73,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise VerificationError("partitioned outputs differ from the whole model's")
 
     err.print(f"[bold]6/6 serve and measure[/] whole and partitioned, {args.requests} requests each")
-    whole = Plan(
-        plan.graph, plan.constraints, plan.pricing, plan.link, plan.memory, [plan.whole], plan.whole, plan.gateway_ms
-    )
+    whole = whole_plan(plan)
     with progress("serving") as report:
         result = bench(
             model,

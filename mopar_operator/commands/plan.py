@@ -9,17 +9,13 @@ from typing import Any
 
 from rich.table import Table
 
-from slice_runtime.linkmodel import LinkModel
-
-from .. import graph as graphs
-from .. import planfile, pricing
+from .. import planfile
 from ..console import err, out, progress
 from ..errors import UsageError
-from ..memory import calibrated
 from ..modelfile import ModelFile, load_model, parse_input_shape
-from ..planner import Constraints, Plan, plan
+from ..pipeline import plan_model
+from ..planner import Constraints, Plan
 from ..profiling import Profile, profile_model
-from ..segments import sweep
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,20 +53,7 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace) -> P
         dominance=args.dominance,
         max_cut_tensors=args.max_cut_tensors,
     )
-    baseline = profile.totals.get("runtime_baseline_bytes")
-    if not baseline:
-        from slice_runtime.footprint import measure_peak_rss
-
-        baseline = measure_peak_rss(None, profile.machine["threads"])
-    graph = graphs.from_model(model.proto, profile)
-    whole = next(sweep(graph, 0, [len(graph)]))
-    return plan(
-        graph,
-        calibrated(int(baseline), profile.totals.get("peak_memory_bytes"), whole),
-        LinkModel.load(args.link),
-        pricing.load(args.pricing),
-        constraints,
-    )
+    return plan_model(model, profile, constraints, args.pricing, args.link)
 
 
 def plan_table(data: dict[str, Any]) -> Table:
