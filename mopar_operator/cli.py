@@ -171,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-o", "--output", help="write result.json here")
     bench.set_defaults(run="mopar_operator.commands.bench:run")
 
+    render = commands.add_parser("render", help="print the Kubernetes objects the operator would create")
+    render.add_argument("file", metavar="PM.yaml", help="a PartitionedModel manifest")
+    render.add_argument("--plan", help="plan.json or manifest.json to render (default: plan the model here)")
+    render.add_argument("--model", help="a local copy of the model to plan (instead of fetching storageUri)")
+    render.add_argument("--namespace", default="default", help="namespace where the manifest names none")
+    render.set_defaults(run="mopar_operator.commands.cluster:render")
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (in-cluster entry point)")
+    operator.add_argument("--namespace", action="append", default=[], help="watch only these (default: all)")
+    operator.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (default 8081)")
+    operator.add_argument("--verbose", action="store_true")
+    operator.set_defaults(run="mopar_operator.commands.cluster:operator")
+
+    prepare = commands.add_parser("prepare", help="fetch, profile, plan, slice and store a model (the prepare Job)")
+    prepare.add_argument("--runs", type=int, default=5, help="profiling runs (default 5)")
+    prepare.set_defaults(run="mopar_operator.commands.cluster:prepare")
+
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
     demo.add_argument("--model", default="vgg16", help="zoo model to run (default vgg16)")
     demo.add_argument("--scale", type=float, default=1.0, help="width multiplier of the zoo model")

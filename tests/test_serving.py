@@ -199,8 +199,8 @@ async def test_200_concurrent_requests_all_correct(served) -> None:
 
 
 @pytest.fixture
-def redis_served(sliced, redis_server):  # type: ignore[no-untyped-def]
-    directory, model = sliced
+def redis_served(sliced, redis_server, redis_url):  # type: ignore[no-untyped-def]
+    directory, model = sliced  # (redis_url: the server is up and its database empty)
     thread = ServerThread(
         LocalServer(
             directory,
@@ -236,7 +236,7 @@ async def test_a_worker_killed_mid_load_is_restarted_and_no_request_hangs_or_lea
     assert sum(status == 200 for status, _, _ in results) >= 140
     assert (await _many(url, model, 4, 4))[0][0] == 200  # serving again
     keys = redis.Redis.from_url(redis_server.url).keys("mopar:*")
-    assert keys == [], keys[:5]
+    assert keys == [], keys[:5]  # no tensor of any request left behind
 
 
 def _retries() -> float:

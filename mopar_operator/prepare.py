@@ -1,0 +1,105 @@
+"""`mopar prepare`: what the prepare Job does for a PartitionedModel.
+
+Fetch the model (storage.py), profile it, plan it under the spec's objective and
+pricing, slice it, store every slice file in the artifact store by sha256, and write the
+plan ConfigMap (the manifest the slices and the gateway mount), owned by the
+PartitionedModel and stamped with the spec's prepare hash so the operator knows which
+spec it answers. Idempotent: running it twice for one spec writes the same objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from slice_runtime.artifacts import ArtifactStore
+
+from . import planfile
+from .errors import UsageError
+from .kube import KubeClient
+from .manifests import build_plan_configmap
+from .modelfile import load_model
+from .pipeline import plan_model
+from .planner import Constraints
+from .profiling import profile_model
+from .slicer import slice_model
+from .spec import ModelSpec
+from .storage import fetch
+
+log = logging.getLogger("mopar.prepare")
+
+
+async def prepare(
+    spec: ModelSpec,
+    owner: dict[str, str],
+    kube: KubeClient,
+    store_url: str,
+    work: Path,
+    runs: int = 5,
+) -> dict[str, Any]:
+    """Prepare `spec` for the PartitionedModel `owner` ({name, namespace, uid}); returns the manifest."""
+    path = await fetch(spec.storage_uri, work / "model", kube, owner["namespace"])
+    model = load_model(path, spec.input_shapes)
+    model = replace(model, name=spec.served_name)
+    log.info("profiling %s (%s, %.1f MB of weights)", spec.storage_uri, model.sha256[:12], model.weight_bytes / 2**20)
+    profile = profile_model(model, runs=runs, threads=spec.runtime.threads)
+    constraints = Constraints(
+        objective=spec.objective,
+        slo_ms=spec.slo_ms,
+        max_slices=spec.max_slices,
+        min_slice_memory_mb=spec.min_memory_mib,
+        max_slice_memory_mb=spec.max_memory_mib,
+        split=spec.split,
+        max_split=spec.max_split,
+    )
+    plan = plan_model(model, profile, constraints, spec.pricing)
+    data = planfile.to_json(
+        plan, profile.model, profile.tensor_specs, {k: list(v) for k, v in spec.input_shapes.items()}
+    )
+    log.info("planned %d slice(s); predicted cost ratio %.2fx", len(plan.slices), data["predicted"]["cost_ratio"])
+    manifest = slice_model(model, data, work / "slices")
+    with ArtifactStore(store_url, owner["namespace"]) as store:
+        for entry in manifest["slices"]:
+            files = [(entry["file"], entry["sha256"])]
+            if entry.get("data_file"):
+                files.append((entry["data_file"], entry["data_sha256"]))
+            for name, digest in files:
+                if store.put_file(work / "slices" / name) != digest:
+                    raise UsageError(f"slice file {name} changed while it was stored")
+    configmap = build_plan_configmap(owner, json.dumps(manifest, separators=(",", ":")), spec.prepare_hash())
+    await kube.apply(configmap)
+    log.info("wrote ConfigMap %s", configmap["metadata"]["name"])
+    return manifest
+
+
+def main(args: argparse.Namespace) -> int:
+    """The Job's entry point: everything from MOPAR_* variables the operator set."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        spec = ModelSpec.from_json(json.loads(os.environ["MOPAR_SPEC"]))
+        owner = {k: os.environ[f"MOPAR_PM_{k.upper()}"] for k in ("name", "namespace", "uid")}
+        store_url = os.environ["MOPAR_ARTIFACTS"]
+    except KeyError as missing:
+        raise UsageError(f"mopar prepare runs in the prepare Job; {missing} is not set") from None
+
+    cache = os.environ.get("MOPAR_CACHE_DIR")
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        kube = KubeClient.from_environment()
+        try:
+            with tempfile.TemporaryDirectory(prefix="mopar-prepare-", dir=cache) as tmp:
+                await prepare(spec, owner, kube, store_url, Path(tmp), runs=args.runs)
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
+    return 0

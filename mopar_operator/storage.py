@@ -1,0 +1,97 @@
+"""Fetching a model from a PartitionedModel's storageUri into a local file.
+
+pvc://CLAIM/path.onnx      the prepare Job mounts the claim at /mnt/pvc/CLAIM (read-only)
+http(s)://host/path.onnx   downloaded (streamed to disk)
+s3://bucket/key.onnx       anonymous GET from the bucket (public objects, or an S3-compatible
+                           endpoint in $MOPAR_S3_ENDPOINT such as MinIO); no request signing
+configmap://NAME/KEY       binaryData (or data) of a ConfigMap in the model's namespace
+zoo://NAME[?scale=0.25&image=128]   a model of the built-in zoo, built on the spot
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+
+from . import zoo
+from .errors import UsageError
+from .kube import CONFIGMAPS, KubeClient
+
+PVC_ROOT = Path(os.environ.get("MOPAR_PVC_ROOT", "/mnt/pvc"))
+
+
+async def fetch(uri: str, directory: Path, kube: KubeClient | None = None, namespace: str | None = None) -> Path:
+    """Put the model at `uri` into `directory`; return its path."""
+    scheme, _, rest = uri.partition("://")
+    directory.mkdir(parents=True, exist_ok=True)
+    if scheme == "zoo":
+        return _zoo(rest, directory)
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        local = PVC_ROOT / claim / path
+        if not local.is_file():
+            raise UsageError(f"{uri}: no file {path!r} on claim {claim!r} (mounted at {PVC_ROOT / claim})")
+        return local
+    if scheme in ("http", "https"):
+        return await _download(uri, directory)
+    if scheme == "s3":
+        bucket, _, key = rest.partition("/")
+        endpoint = os.environ.get("MOPAR_S3_ENDPOINT")
+        url = f"{endpoint.rstrip('/')}/{bucket}/{key}" if endpoint else f"https://{bucket}.s3.amazonaws.com/{key}"
+        return await _download(url, directory, shown=uri)
+    if scheme == "configmap":
+        if kube is None or namespace is None:
+            raise UsageError(f"{uri}: configmap:// needs the Kubernetes API (run inside the cluster)")
+        name, _, key = rest.partition("/")
+        configmap = await kube.get(CONFIGMAPS, namespace, name)
+        if configmap is None:
+            raise UsageError(f"{uri}: no ConfigMap {name!r} in namespace {namespace!r}")
+        if key in configmap.get("binaryData", {}):
+            data = base64.b64decode(configmap["binaryData"][key])
+        elif key in configmap.get("data", {}):
+            data = configmap["data"][key].encode()
+        else:
+            raise UsageError(f"{uri}: ConfigMap {name!r} has no key {key!r}")
+        target = directory / (Path(key).name if key.endswith(".onnx") else f"{key}.onnx")
+        target.write_bytes(data)
+        return target
+    raise UsageError(f"{uri}: unsupported storage scheme {scheme!r}")
+
+
+def _zoo(rest: str, directory: Path) -> Path:
+    import onnx
+
+    parts = urlsplit(f"zoo://{rest}")
+    name = parts.netloc or parts.path.strip("/")
+    options: dict[str, object] = {}
+    for key, value in parse_qsl(parts.query):
+        try:
+            options[key] = int(value)
+        except ValueError:
+            try:
+                options[key] = float(value)
+            except ValueError:
+                options[key] = value
+    target = directory / f"{name}.onnx"
+    onnx.save_model(zoo.build(name, **options), str(target))  # type: ignore[arg-type]
+    return target
+
+
+async def _download(url: str, directory: Path, shown: str | None = None) -> Path:
+    name = Path(urlsplit(url).path).name or "model.onnx"
+    target = directory / name
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600, sock_connect=30)) as session:
+            async with session.get(url) as response:
+                if response.status != 200:
+                    raise UsageError(f"{shown or url}: HTTP {response.status} {response.reason}")
+                with target.open("wb") as out:
+                    async for chunk in response.content.iter_chunked(1 << 20):
+                        out.write(chunk)
+    except aiohttp.ClientError as error:
+        raise UsageError(f"{shown or url}: cannot download ({error})") from None
+    return target

@@ -1,0 +1,74 @@
+"""Rendered objects against the Kubernetes schemas (kubernetes-validate, strict) and
+PartitionedModels against the CRD's own openAPIV3Schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+KUBERNETES_VERSION = "1.31.0"  # a current release the cluster is expected to run
+CRD = Path(__file__).resolve().parents[1] / "crds" / "partitionedmodel.yaml"
+
+
+def validate_object(obj: dict[str, Any]) -> None:
+    """Strict schema validation; a Knative Service's revision template is checked as a Pod
+    (Knative's own fields set aside: kubernetes-validate has no Knative schemas)."""
+    if obj["apiVersion"] == "serving.knative.dev/v1":
+        template = copy.deepcopy(obj["spec"]["template"])
+        concurrency = template["spec"].pop("containerConcurrency")
+        assert isinstance(concurrency, int) and concurrency >= 0
+        assert set(obj["spec"]) == {"template"}
+        for key in template["metadata"].get("annotations", {}):
+            assert key.startswith("autoscaling.knative.dev/"), key
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": obj["metadata"]["name"], **template["metadata"]},
+               "spec": template["spec"]}  # fmt: skip
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+        return
+    kubernetes_validate.validate(strip_server_fields(obj), KUBERNETES_VERSION, strict=True)
+
+
+def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a client sends: without what a server (or the emulated one) adds."""
+    clean = copy.deepcopy(obj)
+    clean.pop("status", None)
+    for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
+        clean.get("metadata", {}).pop(key, None)
+    return clean
+
+
+def crd_json_schema() -> dict[str, Any]:
+    """The CRD's openAPIV3Schema as JSON Schema (draft 2020-12)."""
+    crd = yaml.safe_load(CRD.read_text())
+    schema = _json_schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    # Every object has these; a CRD's schema leaves them implicit.
+    schema["properties"].update(
+        {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+    )
+    return schema
+
+
+def _json_schema(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    result = {k: _json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if result.get("exclusiveMinimum") is True:  # OpenAPI 3.0's boolean form
+        result["exclusiveMinimum"] = result.pop("minimum")
+    if (
+        result.get("type") == "object"
+        and "properties" in result
+        and "additionalProperties" not in result
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        result["additionalProperties"] = False  # a structural schema prunes unknown fields; here they fail
+    return result
+
+
+def validate_partitioned_model(document: dict[str, Any]) -> None:
+    jsonschema.validate(document, crd_json_schema(), cls=jsonschema.Draft202012Validator)
