@@ -41,6 +41,7 @@ from .kube import (
     KubeClient,
     KubeError,
 )
+from .prepare import manifest_name
 from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION, ModelSpec, SpecError, parse
 
@@ -197,6 +198,11 @@ async def _prepared(
             )
             kopf.event(body, type="Warning", reason="PrepareFailed", message=message)
             raise kopf.PermanentError(message)
+        if job_status.get("succeeded"):
+            published = await _published_manifest(kube, spec, owner, settings)
+            if published is not None:
+                await kube.apply(manifests.build_plan_configmap(owner, published, want))
+                return await _prepared(kube, settings, owner, spec, body, patch, current, generation)
     waiting = f"prepare Job {job_name} is profiling, planning and slicing the model"
     _write_status(
         patch,
@@ -207,6 +213,19 @@ async def _prepared(
         | {"Ready": ("False", "Preparing", waiting)},
     )
     raise kopf.TemporaryError(waiting, delay=settings.poll_seconds)
+
+
+async def _published_manifest(
+    kube: KubeClient, spec: ModelSpec, owner: Mapping[str, str], settings: OperatorSettings
+) -> str | None:
+    """The manifest the prepare Job published in the artifact store for this spec, if it did."""
+    url = await _redis_url(kube, spec, owner["namespace"], settings)
+    try:
+        with ArtifactStore(url, owner["namespace"]) as store:
+            digest = store.resolve(manifest_name(owner["name"], spec.prepare_hash()))
+            return store.get(digest).decode() if digest else None
+    except TransportError as error:
+        raise kopf.TemporaryError(f"cannot read the prepared plan: {error}", delay=settings.poll_seconds) from None
 
 
 async def _serving(kube: KubeClient, spec: ModelSpec, memo: kopf.Memo) -> str:
@@ -340,7 +359,7 @@ async def cleanup(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, l
         finally:
             await transport.close()
         with ArtifactStore(url, namespace) as store:
-            for digest in ours - others:
+            for digest in {*(ours - others), *store.delete_names(f"manifest/{name}/")}:
                 store.delete(digest)
     except TransportError as error:
         raise kopf.TemporaryError(f"cannot clean Redis up yet: {error}", delay=memo.settings.poll_seconds) from None

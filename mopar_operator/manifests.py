@@ -378,23 +378,25 @@ def build_serving(
 
 
 def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> Object:
-    """The Job that fetches, profiles, plans and slices the model, stores the slice files in the
-    artifact store and writes the plan ConfigMap (`mopar prepare`)."""
+    """The Job that fetches, profiles, plans and slices the model and stores the slice files and
+    the manifest in the artifact store (`mopar prepare`). It needs no Kubernetes API access."""
     pm = owner["name"]
     env = [
         *transport_env(spec, settings),
         {"name": "MOPAR_PM_NAME", "value": pm},
         {"name": "MOPAR_PM_NAMESPACE", "value": owner["namespace"]},
-        {"name": "MOPAR_PM_UID", "value": owner["uid"]},
         {"name": "MOPAR_SPEC", "value": _json(spec.to_json())},
         {"name": "MOPAR_CACHE_DIR", "value": "/tmp/mopar-cache"},
     ]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    source = spec.storage_uri.split("://", 1)[1].split("/", 1)[0]
     if spec.scheme == "pvc":
-        claim = spec.storage_uri.split("://", 1)[1].split("/", 1)[0]
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": "model", "mountPath": f"/mnt/pvc/{claim}", "readOnly": True})
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": f"/mnt/pvc/{source}", "readOnly": True})
+    elif spec.scheme == "configmap":
+        volumes.append({"name": "model", "configMap": {"name": source}})
+        mounts.append({"name": "model", "mountPath": f"/mnt/configmap/{source}", "readOnly": True})
     resources = dict(
         spec.runtime.prepare_resources
         or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
@@ -413,7 +415,7 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
                 "metadata": {"labels": labels(pm, "prepare")},
                 "spec": {
                     "restartPolicy": "Never",
-                    "serviceAccountName": settings.prepare_service_account,
+                    "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": 10001,

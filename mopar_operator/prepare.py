@@ -1,10 +1,11 @@
 """`mopar prepare`: what the prepare Job does for a PartitionedModel.
 
 Fetch the model (storage.py), profile it, plan it under the spec's objective and
-pricing, slice it, store every slice file in the artifact store by sha256, and write the
-plan ConfigMap (the manifest the slices and the gateway mount), owned by the
-PartitionedModel and stamped with the spec's prepare hash so the operator knows which
-spec it answers. Idempotent: running it twice for one spec writes the same objects.
+pricing, slice it, and store every slice file and the manifest in the artifact store by
+sha256, the manifest also under the name `manifest/MODEL/PREPARE_HASH`. The operator
+reads it from there and writes the plan ConfigMap the slices mount: the Job needs no
+Kubernetes API access at all (no service account token, no RBAC in model namespaces).
+Idempotent: running it twice for one spec stores the same things.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from slice_runtime.artifacts import ArtifactStore
 
 from . import planfile
 from .errors import UsageError
-from .kube import KubeClient
-from .manifests import build_plan_configmap
 from .modelfile import load_model
 from .pipeline import plan_model
 from .planner import Constraints
@@ -36,16 +35,20 @@ from .storage import fetch
 log = logging.getLogger("mopar.prepare")
 
 
+def manifest_name(model: str, prepare_hash: str) -> str:
+    """Where a prepared manifest is published in the artifact store."""
+    return f"manifest/{model}/{prepare_hash}"
+
+
 async def prepare(
     spec: ModelSpec,
     owner: dict[str, str],
-    kube: KubeClient,
     store_url: str,
     work: Path,
     runs: int = 5,
 ) -> dict[str, Any]:
-    """Prepare `spec` for the PartitionedModel `owner` ({name, namespace, uid}); returns the manifest."""
-    path = await fetch(spec.storage_uri, work / "model", kube, owner["namespace"])
+    """Prepare `spec` for the PartitionedModel `owner` ({name, namespace}); returns the manifest."""
+    path = await fetch(spec.storage_uri, work / "model")
     model = load_model(path, spec.input_shapes)
     model = replace(model, name=spec.served_name)
     log.info("profiling %s (%s, %.1f MB of weights)", spec.storage_uri, model.sha256[:12], model.weight_bytes / 2**20)
@@ -73,9 +76,9 @@ async def prepare(
             for name, digest in files:
                 if store.put_file(work / "slices" / name) != digest:
                     raise UsageError(f"slice file {name} changed while it was stored")
-    configmap = build_plan_configmap(owner, json.dumps(manifest, separators=(",", ":")), spec.prepare_hash())
-    await kube.apply(configmap)
-    log.info("wrote ConfigMap %s", configmap["metadata"]["name"])
+        published = store.put(json.dumps(manifest, separators=(",", ":")).encode())
+        store.set_name(manifest_name(owner["name"], spec.prepare_hash()), published)
+    log.info("published the manifest of %s (%d slice files)", owner["name"], len(manifest["slices"]))
     return manifest
 
 
@@ -84,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         spec = ModelSpec.from_json(json.loads(os.environ["MOPAR_SPEC"]))
-        owner = {k: os.environ[f"MOPAR_PM_{k.upper()}"] for k in ("name", "namespace", "uid")}
+        owner = {k: os.environ[f"MOPAR_PM_{k.upper()}"] for k in ("name", "namespace")}
         store_url = os.environ["MOPAR_ARTIFACTS"]
     except KeyError as missing:
         raise UsageError(f"mopar prepare runs in the prepare Job; {missing} is not set") from None
@@ -93,13 +96,6 @@ def main(args: argparse.Namespace) -> int:
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
 
-    async def run() -> None:
-        kube = KubeClient.from_environment()
-        try:
-            with tempfile.TemporaryDirectory(prefix="mopar-prepare-", dir=cache) as tmp:
-                await prepare(spec, owner, kube, store_url, Path(tmp), runs=args.runs)
-        finally:
-            await kube.close()
-
-    asyncio.run(run())
+    with tempfile.TemporaryDirectory(prefix="mopar-prepare-", dir=cache) as tmp:
+        asyncio.run(prepare(spec, owner, store_url, Path(tmp), runs=args.runs))
     return 0

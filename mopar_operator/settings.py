@@ -13,7 +13,6 @@ from .errors import UsageError
 class OperatorSettings:
     image: str = "ghcr.io/mopar-dev/mopar:0.1.0"
     pull_policy: str = "IfNotPresent"
-    prepare_service_account: str = "mopar-prepare"
     # Where slices exchange tensors and keep their files unless a PartitionedModel says otherwise:
     # a URL without credentials, or a Secret (in the model's namespace) holding the full URL.
     redis_url: str | None = "redis://mopar-redis:6379/0"
@@ -32,8 +31,6 @@ class OperatorSettings:
         return cls(
             image=env_str("MOPAR_IMAGE", cls.image) or cls.image,
             pull_policy=env_str("MOPAR_IMAGE_PULL_POLICY", cls.pull_policy) or cls.pull_policy,
-            prepare_service_account=env_str("MOPAR_PREPARE_SERVICE_ACCOUNT", cls.prepare_service_account)
-            or cls.prepare_service_account,
             redis_url=None if secret else url,
             redis_secret=name or None,
             redis_secret_key=key or "url",

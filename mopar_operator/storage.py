@@ -10,7 +10,6 @@ zoo://NAME[?scale=0.25&image=128]   a model of the built-in zoo, built on the sp
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -19,12 +18,12 @@ import aiohttp
 
 from . import zoo
 from .errors import UsageError
-from .kube import CONFIGMAPS, KubeClient
 
 PVC_ROOT = Path(os.environ.get("MOPAR_PVC_ROOT", "/mnt/pvc"))
+CONFIGMAP_ROOT = Path(os.environ.get("MOPAR_CONFIGMAP_ROOT", "/mnt/configmap"))
 
 
-async def fetch(uri: str, directory: Path, kube: KubeClient | None = None, namespace: str | None = None) -> Path:
+async def fetch(uri: str, directory: Path) -> Path:
     """Put the model at `uri` into `directory`; return its path."""
     scheme, _, rest = uri.partition("://")
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,21 +43,11 @@ async def fetch(uri: str, directory: Path, kube: KubeClient | None = None, names
         url = f"{endpoint.rstrip('/')}/{bucket}/{key}" if endpoint else f"https://{bucket}.s3.amazonaws.com/{key}"
         return await _download(url, directory, shown=uri)
     if scheme == "configmap":
-        if kube is None or namespace is None:
-            raise UsageError(f"{uri}: configmap:// needs the Kubernetes API (run inside the cluster)")
         name, _, key = rest.partition("/")
-        configmap = await kube.get(CONFIGMAPS, namespace, name)
-        if configmap is None:
-            raise UsageError(f"{uri}: no ConfigMap {name!r} in namespace {namespace!r}")
-        if key in configmap.get("binaryData", {}):
-            data = base64.b64decode(configmap["binaryData"][key])
-        elif key in configmap.get("data", {}):
-            data = configmap["data"][key].encode()
-        else:
-            raise UsageError(f"{uri}: ConfigMap {name!r} has no key {key!r}")
-        target = directory / (Path(key).name if key.endswith(".onnx") else f"{key}.onnx")
-        target.write_bytes(data)
-        return target
+        local = CONFIGMAP_ROOT / name / key
+        if not local.is_file():
+            raise UsageError(f"{uri}: no key {key!r} in ConfigMap {name!r} (mounted at {CONFIGMAP_ROOT / name})")
+        return local
     raise UsageError(f"{uri}: unsupported storage scheme {scheme!r}")
 
 

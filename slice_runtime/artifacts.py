@@ -196,6 +196,36 @@ class ArtifactStore:
             raise self._error(error, f"listing artifacts of namespace {self.namespace}") from error
         return sorted(found)
 
+    # -- names: small pointers to artifacts ("the manifest of model m for spec h") ------
+    def _name_key(self, name: str) -> str:
+        return f"mopar:{self.namespace}:name:{name}"
+
+    def set_name(self, name: str, sha256: str) -> None:
+        """Point `name` at a stored artifact (the prepare Job publishes its manifest this way)."""
+        try:
+            self._client.set(self._name_key(name), _check_sha(sha256))
+        except (RedisError, OSError) as error:
+            raise self._error(error, f"naming artifact {sha256[:12]} {name!r}") from error
+
+    def resolve(self, name: str) -> str | None:
+        try:
+            value = self._client.get(self._name_key(name))
+        except (RedisError, OSError) as error:
+            raise self._error(error, f"looking up {name!r}") from error
+        return value.decode() if value else None
+
+    def delete_names(self, prefix: str) -> builtins.list[str]:
+        """Remove every name starting with `prefix`; returns the sha256s they pointed at."""
+        pattern = f"{glob_escape(self._name_key(prefix))}*"
+        try:
+            keys = list(self._client.scan_iter(match=pattern, count=1000))
+            targets = [v.decode() for v in self._client.mget(keys) if v] if keys else []
+            if keys:
+                self._client.delete(*keys)
+        except (RedisError, OSError) as error:
+            raise self._error(error, f"deleting names {prefix!r}*") from error
+        return targets
+
     def close(self) -> None:
         self._client.close()
 

@@ -148,7 +148,7 @@ class Cluster:
         pm = await self.model(name)
         owner = {"name": name, "namespace": NS, "uid": pm["metadata"]["uid"]}
         spec = parse(pm["spec"], name)
-        await prepare(spec, owner, self.kube, self.redis_url, self.work / job["metadata"]["name"], runs=2)
+        await prepare(spec, owner, self.redis_url, self.work / job["metadata"]["name"], runs=2)
         await self.kube.patch(JOBS, NS, job["metadata"]["name"],
                               {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
                               "status")  # fmt: skip
