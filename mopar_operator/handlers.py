@@ -20,10 +20,12 @@ import base64
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from prometheus_client import Counter, Histogram, start_http_server
 
 from slice_runtime.artifacts import ArtifactStore
 from slice_runtime.errors import TransportError
@@ -48,6 +50,19 @@ from .spec import GROUP, PLURAL, VERSION, ModelSpec, SpecError, parse
 POLL_SECONDS = float(os.environ.get("MOPAR_POLL_SECONDS", "5"))
 log = logging.getLogger("mopar.operator")
 
+RECONCILE_SECONDS = Histogram(
+    "mopar_operator_reconcile_seconds",
+    "Time of one reconcile of a PartitionedModel (waiting for a Job excluded).",
+    ["namespace"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RECONCILE_ERRORS = Counter(
+    "mopar_operator_reconcile_errors_total",
+    "Reconciles that failed: the spec (invalid), the prepare Job (prepare_failed), or anything else (error).",
+    ["namespace", "reason"],
+)
+_metrics_server_started = False
+
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -60,6 +75,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = KubeClient.from_environment()
     memo.settings = OperatorSettings.from_env()
     memo.knative = None  # discovered on first use
+    global _metrics_server_started
+    port = os.environ.get("MOPAR_METRICS_PORT")
+    if port and not _metrics_server_started:  # one per process, even if the operator restarts in it
+        start_http_server(int(port))
+        _metrics_server_started = True
 
 
 @kopf.on.cleanup()
@@ -81,6 +101,19 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def reconcile(
     body: kopf.Body, patch: kopf.Patch, name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any
 ) -> str:
+    started = time.perf_counter()
+    try:
+        message = await _reconcile(body, patch, name, namespace, uid, memo)
+    except (kopf.TemporaryError, kopf.PermanentError):
+        raise  # waiting for the prepare Job is no failure; permanent ones are counted where raised
+    except Exception:
+        RECONCILE_ERRORS.labels(namespace=namespace, reason="error").inc()
+        raise
+    RECONCILE_SECONDS.labels(namespace=namespace).observe(time.perf_counter() - started)
+    return message
+
+
+async def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str, uid: str, memo: kopf.Memo) -> str:
     owner = {"name": name, "namespace": namespace, "uid": uid}
     kube: KubeClient = memo.kube
     settings: OperatorSettings = memo.settings
@@ -97,12 +130,15 @@ async def reconcile(
             conditions={"Ready": ("False", "InvalidSpec", str(error))},
         )
         kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
+        RECONCILE_ERRORS.labels(namespace=namespace, reason="invalid").inc()
         raise kopf.PermanentError(str(error)) from None
 
     manifest = await _prepared(kube, settings, owner, spec, body, patch, current, generation)
     serving = await _serving(kube, spec, memo)
     units = manifests.units_from_manifest(manifest)
     desired = manifests.build_serving(owner, spec, units, serving, settings)
+    if not spec.transport.redis_url and not spec.transport.secret_name:
+        desired.insert(0, manifests.build_redis_secret(owner, settings.redis_url))
     outcomes = [await kube.apply(obj) for obj in desired]
     removed = await _remove_stale(kube, owner, desired)
     changed = {o: outcomes.count(o) for o in ("created", "patched") if outcomes.count(o)}
@@ -168,6 +204,8 @@ async def _prepared(
             )
         return manifest  # type: ignore[no-any-return]
 
+    if not spec.transport.redis_url and not spec.transport.secret_name:
+        await kube.apply(manifests.build_redis_secret(owner, settings.redis_url))  # the Job reads it
     job = manifests.build_prepare_job(owner, spec, settings)
     job_name = job["metadata"]["name"]
     existing = await kube.get(JOBS, owner["namespace"], job_name)
@@ -197,6 +235,7 @@ async def _prepared(
                 },
             )
             kopf.event(body, type="Warning", reason="PrepareFailed", message=message)
+            RECONCILE_ERRORS.labels(namespace=owner["namespace"], reason="prepare_failed").inc()
             raise kopf.PermanentError(message)
         if job_status.get("succeeded"):
             published = await _published_manifest(kube, spec, owner, settings)
@@ -367,11 +406,12 @@ async def cleanup(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, l
 
 
 async def _redis_url(kube: KubeClient, spec: ModelSpec, namespace: str, settings: OperatorSettings) -> str:
-    secret_name = spec.transport.secret_name or (None if spec.transport.redis_url else settings.redis_secret)
-    if secret_name:
-        key = spec.transport.secret_key if spec.transport.secret_name else settings.redis_secret_key
-        secret = await kube.get(SECRETS, namespace, secret_name)
+    if spec.transport.redis_url:
+        return spec.transport.redis_url
+    if spec.transport.secret_name:
+        name, key = spec.transport.secret_name, spec.transport.secret_key
+        secret = await kube.get(SECRETS, namespace, name)
         if secret is None or key not in secret.get("data", {}):
-            raise kopf.TemporaryError(f"Secret {secret_name!r} with key {key!r} not found", delay=settings.poll_seconds)
+            raise kopf.TemporaryError(f"Secret {name!r} with key {key!r} not found", delay=settings.poll_seconds)
         return base64.b64decode(secret["data"][key]).decode()
-    return spec.transport.redis_url or settings.redis_url or "redis://mopar-redis:6379/0"
+    return settings.redis_url

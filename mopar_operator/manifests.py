@@ -10,6 +10,7 @@ Secret when it carries a password.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,21 +125,41 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def transport_env(spec: ModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """MOPAR_TRANSPORT and MOPAR_ARTIFACTS: from a Secret when the URL has a password."""
-    secret_name = spec.transport.secret_name or (None if spec.transport.redis_url else settings.redis_secret)
-    if secret_name:
-        key = spec.transport.secret_key if spec.transport.secret_name else settings.redis_secret_key
-        source = {"valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
-        return [{"name": "MOPAR_TRANSPORT", **source}, {"name": "MOPAR_ARTIFACTS", **source}]
-    url = spec.transport.redis_url or settings.redis_url or "redis://mopar-redis:6379/0"
-    return [{"name": "MOPAR_TRANSPORT", "value": url}, {"name": "MOPAR_ARTIFACTS", "value": url}]
+def redis_secret_name(pm: str) -> str:
+    return dns_name(pm, "redis", limit=63)
 
 
-def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+def transport_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, Any]]:
+    """MOPAR_TRANSPORT and MOPAR_ARTIFACTS: the spec's URL when it has no credentials, else a
+    Secret: the one the spec names, or the copy of the operator's Redis URL the operator keeps
+    in the model's namespace (`build_redis_secret`)."""
+    if spec.transport.redis_url:
+        url = spec.transport.redis_url
+        return [{"name": "MOPAR_TRANSPORT", "value": url}, {"name": "MOPAR_ARTIFACTS", "value": url}]
+    if spec.transport.secret_name:
+        reference = {"name": spec.transport.secret_name, "key": spec.transport.secret_key}
+    else:
+        reference = {"name": redis_secret_name(owner["name"]), "key": "url"}
+    source = {"valueFrom": {"secretKeyRef": reference}}
+    return [{"name": "MOPAR_TRANSPORT", **source}, {"name": "MOPAR_ARTIFACTS", **source}]
+
+
+def build_redis_secret(owner: Mapping[str, Any], url: str) -> Object:
+    """The operator's Redis URL, for this model's pods (when its spec names no Redis of its own)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(redis_secret_name(owner["name"]), owner, "credentials"),
+        "type": "Opaque",
+        # `data`, not `stringData`: servers store data, so a reapplied Secret compares equal.
+        "data": {"url": base64.b64encode(url.encode()).decode()},
+    }
+
+
+def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, Any]]:
     t = spec.transport
     return [
-        *transport_env(spec, settings),
+        *transport_env(owner, spec),
         {"name": "MOPAR_NAMESPACE", "value": owner["namespace"]},
         {"name": "MOPAR_MANIFEST", "value": f"{MANIFEST_DIR}/{MANIFEST_KEY}"},
         {"name": "MOPAR_PORT", "value": str(PORT)},
@@ -256,7 +277,7 @@ def build_knative_service(
 
 
 def slice_container(unit: SliceUnit, owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> dict:
-    env = [*_runtime_env(owner, spec, settings), {"name": "MOPAR_SLICE", "value": unit.id}]
+    env = [*_runtime_env(owner, spec), {"name": "MOPAR_SLICE", "value": unit.id}]
     return _container(
         "slice", ["worker"], env, slice_resources(unit, spec), spec, settings, "/health/live", "/health/ready"
     )
@@ -267,7 +288,7 @@ def gateway_container(
 ) -> dict[str, Any]:
     urls = ",".join(f"{u.id}={slice_url(owner, u, serving, settings)}" for u in units)
     env = [
-        *_runtime_env(owner, spec, settings),
+        *_runtime_env(owner, spec),
         {"name": "MOPAR_SLICE_URLS", "value": urls},
         {"name": "MOPAR_MODEL_NAME", "value": spec.served_name},
     ]
@@ -382,7 +403,7 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
     the manifest in the artifact store (`mopar prepare`). It needs no Kubernetes API access."""
     pm = owner["name"]
     env = [
-        *transport_env(spec, settings),
+        *transport_env(owner, spec),
         {"name": "MOPAR_PM_NAME", "value": pm},
         {"name": "MOPAR_PM_NAMESPACE", "value": owner["namespace"]},
         {"name": "MOPAR_SPEC", "value": _json(spec.to_json())},

@@ -8,6 +8,7 @@ complete; when it creates Knative Services or Deployments, they mark them ready.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import itertools
 import json
@@ -32,6 +33,7 @@ from mopar_operator.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, KSERVICES, PARTIT
 from mopar_operator.prepare import prepare  # noqa: E402
 from mopar_operator.spec import parse  # noqa: E402
 
+from .conftest import free_port  # noqa: E402
 from .validation import validate_object  # noqa: E402
 
 
@@ -62,6 +64,9 @@ class VersionedEmulator(kmock.KubernetesEmulator):
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
 
 NS = "models"
+# The operator serves /metrics once per process (a restarted operator keeps the endpoint), so
+# every operator of this test session uses one port.
+METRICS_PORT = free_port()
 MODEL = "zoo://resnet50?scale=0.25&image=64"
 RESOURCES = {
     "mopar.dev/v1alpha1/partitionedmodels": ("PartitionedModel", {"status"}),
@@ -98,6 +103,7 @@ class Cluster:
         self.kube = KubeClient(str(api.url))
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
+        self.metrics_port = 0  # where the operator serves /metrics (it starts that once per process)
 
     async def start_operator(self) -> None:
         """Kopf in a thread with its own event loop, as `mopar operator` runs it: at shutdown Kopf
@@ -186,7 +192,9 @@ async def cluster(kmock: kmock.KubernetesEmulator, redis_url: str, tmp_path: Pat
     monkeypatch.setenv("MOPAR_KUBE_SERVER", str(kmock.url))
     monkeypatch.setenv("MOPAR_REDIS_URL", redis_url)
     monkeypatch.setenv("MOPAR_IMAGE", "mopar:test")
+    monkeypatch.setenv("MOPAR_METRICS_PORT", str(METRICS_PORT))
     cluster = Cluster(kmock, redis_url, tmp_path)
+    cluster.metrics_port = METRICS_PORT
     await cluster.start_operator()
     yield cluster
     if cluster.thread is not None:
@@ -233,6 +241,8 @@ async def test_create_prepares_deploys_on_knative_and_becomes_ready(cluster: Clu
     assert status["sliceCount"] == len(status["slices"]) == len(services) - 1
     assert all(s["readyReplicas"] == 1 for s in status["slices"])
 
+    secret = cluster.objects("v1/secrets")["resnet-redis"]  # the operator's Redis, for this model's pods
+    assert base64.b64decode(secret["data"]["url"]).decode() == cluster.redis_url
     plan = cluster.objects("v1/configmaps")["resnet-plan"]
     for obj in [job, plan, *services.values()]:
         assert obj["metadata"]["ownerReferences"][0]["uid"] == pm["metadata"]["uid"]

@@ -173,3 +173,15 @@ def test_units_from_a_plan() -> None:
         manifests.SliceUnit("s1.0", 300, "s1"),
         manifests.SliceUnit("s1.1", 300, "s1"),
     ]
+
+
+def test_by_default_pods_read_the_operators_redis_from_a_per_model_secret() -> None:
+    import base64
+
+    spec = _spec()
+    gateway = manifests.build_serving(OWNER, spec, UNITS, manifests.KNATIVE, SETTINGS)[-1]
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MOPAR_TRANSPORT"]["valueFrom"]["secretKeyRef"] == {"name": "resnet-redis", "key": "url"}
+    secret = manifests.build_redis_secret(OWNER, "redis://:s3cret@redis.mopar:6379/0")
+    assert base64.b64decode(secret["data"]["url"]).decode() == "redis://:s3cret@redis.mopar:6379/0"
+    validate_object(secret)

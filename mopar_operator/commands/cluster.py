@@ -35,6 +35,7 @@ def operator(args: argparse.Namespace) -> int:
             clusterwide=namespaces is None,
             namespaces=namespaces or [],
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+            standalone=True,  # one replica; no peering objects to coordinate several
         )
     )
     return 0
