@@ -303,6 +303,14 @@ def slice_url(owner: Mapping[str, Any], unit: SliceUnit, serving: str, settings:
 
 
 # -- Deployment path --------------------------------------------------------------------------
+def _selector(owner: Mapping[str, Any], component: str, slice_id: str | None) -> dict[str, str]:
+    """The labels that pick one function's pods (its Deployment's and its Service's selector)."""
+    selector = {"app.kubernetes.io/instance": owner["name"], "app.kubernetes.io/component": component}
+    if slice_id is not None:
+        selector["mopar.dev/slice"] = slice_id.replace(".", "-")
+    return selector
+
+
 def build_deployment(
     name: str,
     owner: Mapping[str, Any],
@@ -311,9 +319,7 @@ def build_deployment(
     spec: ModelSpec,
     slice_id: str | None = None,
 ) -> Object:
-    selector = {"app.kubernetes.io/instance": owner["name"], "app.kubernetes.io/component": component}
-    if slice_id is not None:
-        selector["mopar.dev/slice"] = slice_id.replace(".", "-")
+    selector = _selector(owner, component, slice_id)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -330,9 +336,7 @@ def build_deployment(
 
 
 def build_service(name: str, owner: Mapping[str, Any], component: str, slice_id: str | None = None) -> Object:
-    selector = {"app.kubernetes.io/instance": owner["name"], "app.kubernetes.io/component": component}
-    if slice_id is not None:
-        selector["mopar.dev/slice"] = slice_id.replace(".", "-")
+    selector = _selector(owner, component, slice_id)
     return {
         "apiVersion": "v1",
         "kind": "Service",

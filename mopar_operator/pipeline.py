@@ -6,16 +6,23 @@ so a plan is made the same way wherever it is made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
 from slice_runtime.footprint import measure_peak_rss
 from slice_runtime.linkmodel import LinkModel
 
 from . import graph as graphs
+from . import planfile
 from . import pricing as pricing_tables
 from .memory import calibrated
-from .modelfile import ModelFile
+from .modelfile import ModelFile, load_model
 from .planner import Constraints, Plan, plan
-from .profiling import Profile
+from .profiling import Profile, profile_model
 from .segments import sweep
+from .spec import ModelSpec
 
 
 def plan_model(
@@ -32,6 +39,27 @@ def plan_model(
     whole = next(sweep(graph, 0, [len(graph)]))
     memory = calibrated(int(baseline), profile.totals.get("peak_memory_bytes"), whole)
     return plan(graph, memory, LinkModel.load(link), pricing_tables.load(pricing), constraints)
+
+
+def plan_spec(
+    spec: ModelSpec, path: Path, runs: int = 5, progress: Callable[[str, int, int], None] | None = None
+) -> tuple[ModelFile, Profile, dict[str, Any]]:
+    """A PartitionedModel's plan for the model at `path` (the prepare Job's and `mopar render`'s
+    way): the model (named as the spec serves it), its profile and plan.json."""
+    model = replace(load_model(path, spec.input_shapes), name=spec.served_name)
+    profile = profile_model(model, runs=runs, threads=spec.runtime.threads, progress=progress)
+    constraints = Constraints(
+        objective=spec.objective,
+        slo_ms=spec.slo_ms,
+        max_slices=spec.max_slices,
+        min_slice_memory_mb=spec.min_memory_mib,
+        max_slice_memory_mb=spec.max_memory_mib,
+        split=spec.split,
+        max_split=spec.max_split,
+    )
+    plan = plan_model(model, profile, constraints, spec.pricing)
+    shapes = {k: list(v) for k, v in spec.input_shapes.items()}
+    return model, profile, planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)
 
 
 def whole_plan(partitioned: Plan) -> Plan:

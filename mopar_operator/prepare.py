@@ -16,18 +16,13 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from slice_runtime.artifacts import ArtifactStore
 
-from . import planfile
 from .errors import UsageError
-from .modelfile import load_model
-from .pipeline import plan_model
-from .planner import Constraints
-from .profiling import profile_model
+from .pipeline import plan_spec
 from .slicer import slice_model
 from .spec import ModelSpec
 from .storage import fetch
@@ -49,24 +44,9 @@ async def prepare(
 ) -> dict[str, Any]:
     """Prepare `spec` for the PartitionedModel `owner` ({name, namespace}); returns the manifest."""
     path = await fetch(spec.storage_uri, work / "model")
-    model = load_model(path, spec.input_shapes)
-    model = replace(model, name=spec.served_name)
-    log.info("profiling %s (%s, %.1f MB of weights)", spec.storage_uri, model.sha256[:12], model.weight_bytes / 2**20)
-    profile = profile_model(model, runs=runs, threads=spec.runtime.threads)
-    constraints = Constraints(
-        objective=spec.objective,
-        slo_ms=spec.slo_ms,
-        max_slices=spec.max_slices,
-        min_slice_memory_mb=spec.min_memory_mib,
-        max_slice_memory_mb=spec.max_memory_mib,
-        split=spec.split,
-        max_split=spec.max_split,
-    )
-    plan = plan_model(model, profile, constraints, spec.pricing)
-    data = planfile.to_json(
-        plan, profile.model, profile.tensor_specs, {k: list(v) for k, v in spec.input_shapes.items()}
-    )
-    log.info("planned %d slice(s); predicted cost ratio %.2fx", len(plan.slices), data["predicted"]["cost_ratio"])
+    log.info("profiling and planning %s", spec.storage_uri)
+    model, _, data = plan_spec(spec, path, runs)
+    log.info("planned %d slice(s); predicted cost ratio %.2fx", len(data["slices"]), data["predicted"]["cost_ratio"])
     manifest = slice_model(model, data, work / "slices")
     with ArtifactStore(store_url, owner["namespace"]) as store:
         for entry in manifest["slices"]:

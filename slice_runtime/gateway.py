@@ -24,9 +24,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import codec, metrics, v2
+from . import codec, metrics, probes, v2
 from . import manifest as manifests
 from .config import env_str
 from .errors import (
@@ -100,7 +99,7 @@ class HttpSlices:
                     return body  # type: ignore[no-any-return]
                 message = f"slice {slice_id} answered {response.status}: {body.get('error', body)}"
                 raise SliceCallError(message, retryable=response.status >= 500)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             raise SliceCallError(f"slice {slice_id} at {url}: {type(error).__name__} {error}".strip(), True) from None
 
     async def ready(self, slice_id: str) -> bool:
@@ -109,7 +108,7 @@ class HttpSlices:
                 f"{self.endpoints[slice_id]}/health/ready", timeout=aiohttp.ClientTimeout(total=2.0)
             ) as response:
                 return response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def close(self) -> None:
@@ -182,7 +181,7 @@ class DataPlane:
             names = self.output_tensors
             arrays = [codec.decode(f) for f in await self.transport.get(request_id, names)]
             return self.manifest.join_outputs(dict(zip(names, arrays)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SliceFailed(f"request {request_id} timed out after {self.request_timeout:g} s") from None
         finally:
             try:
@@ -243,15 +242,6 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20) -> web.Applica
     async def server_metadata(request: web.Request) -> web.Response:
         return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
 
-    @routes.get("/v2/health/live")
-    async def live(request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
-    @routes.get("/v2/health/ready")
-    async def ready(request: web.Request) -> web.Response:
-        ok = await plane.ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
-
     @routes.get("/v2/models/{name}")
     async def model_metadata(request: web.Request) -> web.Response:
         plane.check_model(request.match_info["name"])
@@ -291,10 +281,6 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20) -> web.Applica
             if outcome == "ok":
                 metrics.GATEWAY_LATENCY.labels(model=plane.name).observe(time.perf_counter() - started)
 
-    @routes.get("/metrics")
-    async def metrics_endpoint(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
@@ -314,6 +300,7 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20) -> web.Applica
 
     app = web.Application(middlewares=[errors], client_max_size=max_body_bytes)
     app.add_routes(routes)
+    app.add_routes(probes.routes("/v2", plane.ready))
     return app
 
 

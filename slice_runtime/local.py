@@ -107,7 +107,7 @@ class LocalServer:
                     async with session.get(f"{worker.url}/health/ready", timeout=aiohttp.ClientTimeout(total=1)) as r:
                         if r.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(0.1)
         raise ManifestError(f"worker for slice {worker.slice_id} was not ready in time (log: {worker.log_path})")

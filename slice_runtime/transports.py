@@ -289,7 +289,7 @@ class RedisTransport(Transport):
                 for tensor, frame in frames.items():
                     pipe.set(self._key(request_id, tensor), frame, px=milliseconds)
                 await pipe.execute()
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, f"storing {len(frames)} tensor(s) of request {request_id}") from error
 
     async def get(self, request_id: str, tensors: Sequence[str]) -> list[bytes]:
@@ -298,7 +298,7 @@ class RedisTransport(Transport):
         keys = [self._key(request_id, tensor) for tensor in tensors]
         try:
             values: list[bytes | None] = await self._client.mget(keys)
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, f"reading {len(keys)} tensor(s) of request {request_id}") from error
         missing = [tensor for tensor, value in zip(tensors, values) if value is None]
         if missing:
@@ -318,7 +318,7 @@ class RedisTransport(Transport):
         try:
             for start in range(0, len(keys), DELETE_CHUNK):
                 deleted += await self._client.delete(*keys[start : start + DELETE_CHUNK])
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, action) from error
         return deleted
 
@@ -333,7 +333,7 @@ class RedisTransport(Transport):
     async def count(self, request_id: str | None = None) -> int:
         try:
             return sum([1 async for _ in self._scan(request_id)])
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, f"counting the keys of model {self.model}") from error
 
     async def purge(self) -> int:
@@ -341,14 +341,14 @@ class RedisTransport(Transport):
         try:
             # SCAN keeps returning keys that existed when it started, so deleting behind it is safe.
             keys = [key async for key in self._scan(None)]
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, action) from error
         return await self._delete_keys(keys, action)
 
     async def ping(self) -> None:
         try:
             await self._client.ping()
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, "sending PING") from error
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ on each binary input; `"parameters": {"binary_data": true}` on a requested outpu
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,20 +145,35 @@ def encode_response(
     for name in names:
         if name not in known:
             raise InvalidInput(f"unknown output {name!r}; the model's outputs are: {', '.join(known)}")
+    items, chunks = _tensors(
+        {n: outputs[n] for n in names}, lambda n: request.binary_all or n in request.binary_outputs
+    )
+    document: dict[str, Any] = {"model_name": model, "outputs": items}
+    if request.id is not None:
+        document["id"] = request.id
+    return _body(document, chunks)
+
+
+def _tensors(
+    arrays: Mapping[str, np.ndarray], binary: Callable[[str], bool]
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Tensor items of a body: JSON data, or binary data (sizes in the items, bytes returned apart)."""
     items, chunks = [], []
-    for name in names:
-        array = np.ascontiguousarray(outputs[name])
-        item: dict[str, Any] = {"name": name, "datatype": v2_datatype(str(array.dtype)), "shape": list(array.shape)}
-        if request.binary_all or name in request.binary_outputs:
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        item: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": v2_datatype(str(array.dtype))}
+        if binary(name):
             data = array.tobytes()
             item["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
             item["data"] = array.reshape(-1).tolist()
         items.append(item)
-    document: dict[str, Any] = {"model_name": model, "outputs": items}
-    if request.id is not None:
-        document["id"] = request.id
+    return items, chunks
+
+
+def _body(document: Mapping[str, Any], chunks: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
+    """The JSON header and the binary chunks after it, with the headers that describe them."""
     head = json.dumps(document, separators=(",", ":")).encode()
     if not chunks:
         return head, {"Content-Type": JSON_TYPE}
@@ -186,17 +201,7 @@ def encode_request(
     request_id: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """A client's request body (for tests, the benchmark and the demo)."""
-    items, chunks = [], []
-    for name, array in inputs.items():
-        array = np.ascontiguousarray(array)
-        item: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": v2_datatype(str(array.dtype))}
-        if binary:
-            data = array.tobytes()
-            item["parameters"] = {"binary_data_size": len(data)}
-            chunks.append(data)
-        else:
-            item["data"] = array.reshape(-1).tolist()
-        items.append(item)
+    items, chunks = _tensors(inputs, lambda _: binary)
     document: dict[str, Any] = {"inputs": items}
     if request_id is not None:
         document["id"] = request_id
@@ -204,10 +209,7 @@ def encode_request(
         document["outputs"] = [{"name": n, "parameters": {"binary_data": binary_outputs}} for n in outputs]
     elif binary_outputs:
         document["parameters"] = {"binary_data_output": True}
-    head = json.dumps(document, separators=(",", ":")).encode()
-    if not chunks:
-        return head, {"Content-Type": JSON_TYPE}
-    return head + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}
+    return _body(document, chunks)
 
 
 def decode_response(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:

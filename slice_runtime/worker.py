@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import codec, metrics
+from . import codec, metrics, probes
 from . import manifest as manifests
 from .errors import ManifestError, RuntimeFailure, SettingError, TransportError
 from .footprint import peak_rss_bytes
@@ -251,19 +250,6 @@ def build_app(worker: SliceWorker) -> web.Application:
             log.exception("slice %s failed on request %s", worker.entry.id, request_id)
             return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=500)
 
-    @routes.get("/health/live")
-    async def live(request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
-    @routes.get("/health/ready")
-    async def ready(request: web.Request) -> web.Response:
-        ok = await worker.ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
-
-    @routes.get("/metrics")
-    async def metrics_endpoint(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(worker.stats())
@@ -275,6 +261,7 @@ def build_app(worker: SliceWorker) -> web.Application:
 
     app = web.Application()
     app.add_routes(routes)
+    app.add_routes(probes.routes("", worker.ready))
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await worker.start()

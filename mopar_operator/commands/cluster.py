@@ -99,29 +99,14 @@ def _units(spec: ModelSpec, args: argparse.Namespace, owner: dict[str, str]) -> 
 
 
 def _plan_here(spec: ModelSpec, local: str | None) -> dict[str, Any]:
-    from .. import planfile
-    from ..modelfile import load_model
-    from ..pipeline import plan_model
-    from ..planner import Constraints
-    from ..profiling import profile_model
+    from ..pipeline import plan_spec
     from ..storage import fetch
 
     if local is None and spec.scheme not in ("zoo", "http", "https"):
         raise UsageError(f"cannot reach {spec.storage_uri} from here; give --plan plan.json or --model FILE")
     with tempfile.TemporaryDirectory(prefix="mopar-render-") as tmp:
         path = Path(local) if local else asyncio.run(fetch(spec.storage_uri, Path(tmp)))
-        model = load_model(path, spec.input_shapes)
         with progress(f"planning {spec.served_name}") as report:
-            profile = profile_model(model, runs=5, threads=spec.runtime.threads, progress=report)
-        constraints = Constraints(
-            objective=spec.objective,
-            slo_ms=spec.slo_ms,
-            max_slices=spec.max_slices,
-            min_slice_memory_mb=spec.min_memory_mib,
-            max_slice_memory_mb=spec.max_memory_mib,
-            split=spec.split,
-            max_split=spec.max_split,
-        )
-        plan = plan_model(model, profile, constraints, spec.pricing)
-        err.print(f"planned {len(plan.slices)} slice(s) for {spec.served_name}")
-        return planfile.to_json(plan, profile.model, profile.tensor_specs, {})
+            _, _, data = plan_spec(spec, path, progress=report)
+        err.print(f"planned {len(data['slices'])} slice(s) for {spec.served_name}")
+        return data
