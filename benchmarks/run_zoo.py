@@ -139,7 +139,7 @@ def render(out: Path, requests: int) -> str:
         "  halves the cost. Where weights and time are spread evenly (ResNet-50, YOLOv5s, MobileNetV2, the",
         "  LSTM), no partition is cheaper, the planner keeps the model whole, and the ratio is 1.00, never",
         "  worse. The reference's 2.58x is not reached on this zoo under this accounting; the predicted",
-        "  ratios (`mopar plan`) match the measured ones within 5 %.",
+        "  ratios (`mopar plan`) match the measured ones within 7 %.",
         "- **Latency.** A slice adds about 2.4 ms to a request on this machine (`mopar calibrate`: the",
         "  gateway's call, the worker's HTTP handling and its store round trips), and the two cores run",
         "  the gateway and up to eleven workers: sub-slices that should halve a layer's time compete for",

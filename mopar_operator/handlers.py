@@ -136,9 +136,10 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: s
     manifest = await _prepared(kube, settings, owner, spec, body, patch, current, generation)
     serving = await _serving(kube, spec, memo)
     units = manifests.units_from_manifest(manifest)
-    desired = manifests.build_serving(owner, spec, units, serving, settings)
-    if not spec.transport.redis_url and not spec.transport.secret_name:
-        desired.insert(0, manifests.build_redis_secret(owner, settings.redis_url))
+    desired = [
+        *manifests.build_credentials(owner, spec, settings),
+        *manifests.build_serving(owner, spec, units, serving, settings),
+    ]
     outcomes = [await kube.apply(obj) for obj in desired]
     removed = await _remove_stale(kube, owner, desired)
     changed = {o: outcomes.count(o) for o in ("created", "patched") if outcomes.count(o)}
@@ -157,7 +158,10 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: s
         extra={
             "serving": serving,
             "sliceCount": len(units),
-            "slices": status.slices_status(manifest),
+            # ready replicas as the readiness timer last saw them, until it looks again
+            "slices": status.slices_status(
+                manifest, {s["name"]: s.get("readyReplicas", 0) for s in current.get("slices", [])}
+            ),
             "predicted": status.predicted(manifest),
             "endpoint": manifests.endpoint(owner, spec, serving, settings),
         },
@@ -204,8 +208,8 @@ async def _prepared(
             )
         return manifest  # type: ignore[no-any-return]
 
-    if not spec.transport.redis_url and not spec.transport.secret_name:
-        await kube.apply(manifests.build_redis_secret(owner, settings.redis_url))  # the Job reads it
+    for credentials in manifests.build_credentials(owner, spec, settings):  # the Job reads them
+        await kube.apply(credentials)
     job = manifests.build_prepare_job(owner, spec, settings)
     job_name = job["metadata"]["name"]
     existing = await kube.get(JOBS, owner["namespace"], job_name)

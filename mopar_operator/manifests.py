@@ -144,6 +144,14 @@ def transport_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, A
     return [{"name": "MOPAR_TRANSPORT", **source}, {"name": "MOPAR_ARTIFACTS", **source}]
 
 
+def build_credentials(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> list[Object]:
+    """The Secret this model's pods read the operator's Redis URL from; none when the spec
+    names a Redis of its own."""
+    if spec.transport.redis_url or spec.transport.secret_name:
+        return []
+    return [build_redis_secret(owner, settings.redis_url)]
+
+
 def build_redis_secret(owner: Mapping[str, Any], url: str) -> Object:
     """The operator's Redis URL, for this model's pods (when its spec names no Redis of its own)."""
     return {
