@@ -148,7 +148,7 @@ class DataPlane:
         self.all_tensors = sorted(
             {*(s.name for s in manifest.inputs), *(o.name for e in manifest.slices for o in e.outputs)}
         )
-        self._ready_at = (0.0, False)
+        self.ready = probes.ThrottledCheck(self._check_ready)
 
     def metadata(self) -> dict[str, Any]:
         return v2.model_metadata(self.name, self.manifest.inputs, self.manifest.outputs)
@@ -157,10 +157,8 @@ class DataPlane:
         if name != self.name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
 
-    async def ready(self) -> bool:
-        checked_at, ok = self._ready_at
-        if time.monotonic() - checked_at < 1.0:
-            return ok
+    async def _check_ready(self) -> bool:
+        """The store answers and every slice is ready."""
         try:
             await self.transport.ping()
             ok = all(await asyncio.gather(*(self.slices.ready(e.id) for e in self.manifest.slices)))
@@ -168,7 +166,6 @@ class DataPlane:
         except TransportError:
             metrics.STORE_UP.labels(model=self.name).set(0)
             ok = False
-        self._ready_at = (time.monotonic(), ok)
         return ok
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class ThrottledCheck:
+    """An async yes/no check run at most once per `interval` seconds; in between, its last answer.
+
+    Readiness probes come often, and each check reaches the store (and the gateway's, every slice).
+    """
+
+    def __init__(self, check: Callable[[], Awaitable[bool]], interval: float = 1.0) -> None:
+        self._check = check
+        self._interval = interval
+        self._last = (-math.inf, False)
+
+    async def __call__(self) -> bool:
+        checked_at, ok = self._last
+        if time.monotonic() - checked_at < self._interval:
+            return ok
+        ok = await self._check()
+        self._last = (time.monotonic(), ok)
+        return ok
 
 
 def routes(prefix: str, ready: Callable[[], Awaitable[bool]]) -> list[web.RouteDef]:

@@ -78,7 +78,7 @@ class SliceWorker:
         # (read, compute, write, total) ms of recent runs, and bytes moved: what `mopar bench` reads
         self.recent: deque[tuple[float, float, float, float]] = deque(maxlen=1024)
         self.moved = {"read_raw": 0, "read_wire": 0, "write_raw": 0, "write_wire": 0}
-        self._store_checked = (0.0, False)
+        self.store_reachable = probes.ThrottledCheck(self._ping_store)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -116,18 +116,13 @@ class SliceWorker:
         return target
 
     # -- health ------------------------------------------------------------------
-    async def store_reachable(self) -> bool:
-        """Ping the store, at most once a second (readiness probes come often)."""
-        checked_at, ok = self._store_checked
-        if time.monotonic() - checked_at < 1.0:
-            return ok
+    async def _ping_store(self) -> bool:
         try:
             assert self.transport is not None
             await self.transport.ping()
             ok = True
         except TransportError:
             ok = False
-        self._store_checked = (time.monotonic(), ok)
         metrics.STORE_UP.labels(model=self.manifest.name).set(1 if ok else 0)
         return ok
 
