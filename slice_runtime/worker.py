@@ -67,8 +67,11 @@ class SliceWorker:
             raise ManifestError(f"slice {settings.slice_id!r} is not in the manifest; it has: {', '.join(entries)}")
         self.entry = entries[settings.slice_id]
         self.labels = {"model": self.manifest.name, "slice": self.entry.id}
-        if settings.codec_name != "auto":
-            codec.CodecSetting.parse(settings.codec_name)  # fail at start, not at the first request
+        # Each output's codec (auto: the planner's choice in the manifest), parsed once: a bad
+        # setting fails at start, not at the first request.
+        self.output_codecs = {
+            spec.name: self._codec_setting(spec.name, settings.codec_name) for spec in self.entry.outputs
+        }
         self.executor = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="onnxruntime")
         self.slots = asyncio.Semaphore(settings.concurrency)
         self.session: Any = None
@@ -189,13 +192,15 @@ class SliceWorker:
             "timings_ms": dict(zip(("read", "compute", "write", "total"), (round(t, 3) for t in timings))),
         }
 
+    def _codec_setting(self, tensor: str, codec_name: str) -> tuple[str, codec.CodecSetting]:
+        name = self.entry.codecs.get(tensor, "none") if codec_name == "auto" else codec_name
+        return name, codec.CodecSetting.parse(name)
+
     def _encode(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, bytes], dict[str, Any]]:
         encoded, report = {}, {}
         for name, array in arrays.items():
-            setting_name = (
-                self.entry.codecs.get(name, "none") if self.settings.codec_name == "auto" else self.settings.codec_name
-            )
-            frame = codec.encode(array, codec.CodecSetting.parse(setting_name), self.settings.compress_threshold)
+            setting_name, setting = self.output_codecs[name]
+            frame = codec.encode(array, setting, self.settings.compress_threshold)
             encoded[name] = frame
             raw, wire = codec.frame_info(frame)
             report[name] = {"raw_bytes": raw, "wire_bytes": wire, "codec": setting_name}

@@ -150,3 +150,23 @@ def test_slice_file_comes_from_the_artifact_store(one_slice, redis_url, tmp_path
     process, _ = _start_worker(bare, redis_url, "--artifacts", redis_url, "--cache-dir", str(tmp_path / "other"))
     assert process.wait(30) != 0
     assert entry["sha256"][:12] in process.stdout.read().decode()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("where", ["option", "manifest"])
+def test_a_bad_codec_setting_stops_the_worker_at_start(one_slice, redis_url, tmp_path, where) -> None:
+    manifest = json.loads((one_slice / "manifest.json").read_text())
+    entry = manifest["slices"][0]
+    extra: tuple[str, ...] = ()
+    if where == "option":
+        extra = ("--codec", "zstd99")
+    else:
+        entry["codecs"] = {o["name"]: "zstd99" for o in entry["outputs"]}
+    directory = tmp_path / "slices"
+    directory.mkdir()
+    shutil.copy(one_slice / entry["file"], directory / entry["file"])
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    process, _ = _start_worker(directory, redis_url, *extra)
+    assert process.wait(30) != 0
+    output = process.stdout.read().decode()  # type: ignore[union-attr]
+    assert "zstd level must be in -7..22, got 99" in output
+    assert "Traceback" not in output
