@@ -280,9 +280,12 @@ async def _serving(kube: KubeClient, spec: ModelSpec, memo: kopf.Memo) -> str:
 
 
 async def _remove_stale(kube: KubeClient, owner: Mapping[str, str], desired: list[dict[str, Any]]) -> int:
-    """Delete slice objects of this model that the current plan (or serving mode) no longer has."""
+    """Delete serving objects of this model that the current plan (or serving mode) no longer has.
+
+    Only objects the model owns: Knative copies a revision's labels, ours included, onto the
+    Deployments and Services it makes for that revision, and those are Knative's to manage."""
     keep = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in desired}
-    selector = {"app.kubernetes.io/instance": owner["name"], "app.kubernetes.io/component": "slice"}
+    selector = {"app.kubernetes.io/instance": owner["name"]}
     removed = 0
     for resource in (KSERVICES, DEPLOYMENTS, SERVICES, HPAS):
         try:
@@ -292,7 +295,8 @@ async def _remove_stale(kube: KubeClient, owner: Mapping[str, str], desired: lis
                 continue
             raise
         for item in items:
-            if (resource.api_version, resource.kind, item["metadata"]["name"]) not in keep:
+            owned = any(r.get("uid") == owner["uid"] for r in item["metadata"].get("ownerReferences") or [])
+            if owned and (resource.api_version, resource.kind, item["metadata"]["name"]) not in keep:
                 removed += await kube.delete(resource, owner["namespace"], item["metadata"]["name"])
     return removed
 

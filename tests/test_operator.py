@@ -160,6 +160,21 @@ class Cluster:
                               "status")  # fmt: skip
         return job
 
+    async def play_revision(self, name: str, service: dict[str, Any]) -> None:
+        """What Knative makes for a Service's first revision: a Deployment carrying the
+        template's labels (ours among them), owned by the Revision, not by the model."""
+        deployment = f"{name}-00001-deployment"
+        if deployment in self.objects("apps/v1/deployments"):
+            return
+        labels = {**service["spec"]["template"]["metadata"]["labels"], "serving.knative.dev/revision": f"{name}-00001"}
+        owner = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": f"{name}-00001",
+                 "uid": str(uuid.uuid4()), "controller": True}  # fmt: skip
+        await self.kube.create(DEPLOYMENTS, NS, {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": deployment, "namespace": NS, "labels": labels, "ownerReferences": [owner]},
+            "spec": {"selector": {"matchLabels": labels}, "template": service["spec"]["template"]},
+        })  # fmt: skip
+
     def requests(self, since: int = 0) -> list[tuple[str, str]]:
         """(method, path) of the requests the API served, oldest first."""
         return [(r.method.value.lower(), str(r.url.path)) for r in list(self.api)[since:]]
@@ -169,7 +184,8 @@ class Cluster:
 
     async def mark_ready(self, serving: str) -> None:
         if serving == "knative":
-            for name in self.objects("serving.knative.dev/v1/services"):
+            for name, service in self.objects("serving.knative.dev/v1/services").items():
+                await self.play_revision(name, service)
                 status = {"conditions": [{"type": "Ready", "status": "True"}],
                           "url": f"http://{name}.{NS}.example.com"}  # fmt: skip
                 await self.kube.patch(KSERVICES, NS, name, {"status": status}, "status")
@@ -336,6 +352,8 @@ async def test_a_model_change_re_prepares_and_rolls_the_slices(cluster: Cluster)
     assert await _plan_for(cluster, pm)
     slices = {manifests.slice_name("resnet", s["name"]) for s in pm["status"]["slices"]}
     assert set(cluster.objects("serving.knative.dev/v1/services")) == {"resnet", *slices}  # old slices removed
+    revisions = set(cluster.objects("apps/v1/deployments"))
+    assert {f"{s}-00001-deployment" for s in {"resnet", *slices}} <= revisions  # Knative's own are left alone
 
 
 async def _plan_for(cluster: Cluster, pm: dict[str, Any]) -> bool:
