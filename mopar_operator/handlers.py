@@ -16,6 +16,7 @@ its tensors and slice files from Redis; its children go by owner reference.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -47,7 +48,8 @@ from .prepare import manifest_name
 from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION, ModelSpec, SpecError, parse
 
-POLL_SECONDS = float(os.environ.get("MOPAR_POLL_SECONDS", "5"))
+# The readiness timer's interval is fixed when the handlers are registered, at import.
+POLL_SECONDS = OperatorSettings.from_env().poll_seconds
 log = logging.getLogger("mopar.operator")
 
 RECONCILE_SECONDS = Histogram(
@@ -184,7 +186,7 @@ async def _prepared(
     plan = await kube.get(CONFIGMAPS, owner["namespace"], manifests.plan_configmap_name(owner["name"]))
     if plan and plan.get("metadata", {}).get("annotations", {}).get(manifests.HASH_ANNOTATION) == want:
         manifest = json.loads(plan["data"][manifests.MANIFEST_KEY])
-        if status.condition(current, "Sliced") is None or status.condition(current, "Sliced")["status"] != "True":
+        if (status.condition(current, "Sliced") or {}).get("status") != "True":
             plan_figures = manifest.get("plan", {})
             _write_status(
                 patch,
@@ -220,11 +222,8 @@ async def _prepared(
         )
     else:
         job_status = existing.get("status", {})
-        failed = next(
-            (c for c in job_status.get("conditions", []) if c.get("type") == "Failed" and c.get("status") == "True"),
-            None,
-        )
-        if failed:
+        failed = status.condition(job_status, "Failed")
+        if failed and failed.get("status") == "True":
             message = (
                 f"prepare Job {job_name} failed: {failed.get('message') or failed.get('reason') or 'see its logs'}"
             )
@@ -263,10 +262,14 @@ async def _published_manifest(
 ) -> str | None:
     """The manifest the prepare Job published in the artifact store for this spec, if it did."""
     url = await _redis_url(kube, spec, owner["namespace"], settings)
-    try:
+
+    def read() -> str | None:
         with ArtifactStore(url, owner["namespace"]) as store:
             digest = store.resolve(manifest_name(owner["name"], spec.prepare_hash()))
             return store.get(digest).decode() if digest else None
+
+    try:  # the artifact store's client blocks: off the event loop, which serves every model
+        return await asyncio.to_thread(read)
     except TransportError as error:
         raise kopf.TemporaryError(f"cannot read the prepared plan: {error}", delay=settings.poll_seconds) from None
 
@@ -345,13 +348,14 @@ async def readiness(
         return
     manifest = json.loads(plan["data"][manifests.MANIFEST_KEY])
     units = manifests.units_from_manifest(manifest)
-    ready = {u.id: await _ready_replicas(kube, namespace, manifests.slice_name(name, u.id), serving) for u in units}
-    gateway_name = manifests.gateway_name(name, serving)
-    gateway_ready = await _ready_replicas(kube, namespace, gateway_name, serving)
-    url = None
-    if serving == manifests.KNATIVE:
-        gateway = await kube.get(KSERVICES, namespace, gateway_name)
-        url = (gateway or {}).get("status", {}).get("url")
+    functions = KSERVICES if serving == manifests.KNATIVE else DEPLOYMENTS
+    ready = {
+        u.id: _ready_replicas(await kube.get(functions, namespace, manifests.slice_name(name, u.id)), serving)
+        for u in units
+    }
+    gateway = await kube.get(functions, namespace, manifests.gateway_name(name, serving))
+    gateway_ready = _ready_replicas(gateway, serving)
+    url = (gateway or {}).get("status", {}).get("url") if serving == manifests.KNATIVE else None
     waiting = sorted(sid for sid, n in ready.items() if n < 1) + ([] if gateway_ready else ["gateway"])
     all_ready = not waiting
     was_ready = (status.condition(current, "Ready") or {}).get("status") == "True"
@@ -374,14 +378,13 @@ async def readiness(
         kopf.event(body, type="Normal", reason="Ready", message=f"serving at {current['endpoint']}")
 
 
-async def _ready_replicas(kube: KubeClient, namespace: str, name: str, serving: str) -> int:
-    if serving == manifests.KNATIVE:
-        service = await kube.get(KSERVICES, namespace, name)
-        conditions = (service or {}).get("status", {}).get("conditions", [])
-        # Knative reports readiness, not replica counts; a Ready service serves at least one.
-        return int(any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions))
-    deployment = await kube.get(DEPLOYMENTS, namespace, name)
-    return int((deployment or {}).get("status", {}).get("readyReplicas") or 0)
+def _ready_replicas(function: Mapping[str, Any] | None, serving: str) -> int:
+    """Ready replicas of a Deployment; of a Knative Service, 1 when Ready (Knative reports
+    readiness, not replica counts; a Ready service serves at least one)."""
+    observed = (function or {}).get("status", {})
+    if serving == manifests.DEPLOYMENT:
+        return int(observed.get("readyReplicas") or 0)
+    return int((status.condition(observed, "Ready") or {}).get("status") == "True")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -399,15 +402,19 @@ async def cleanup(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, l
         manifest = json.loads(plan.get("data", {}).get(manifests.MANIFEST_KEY, '{"slices": []}'))
         digests = {d for s in manifest.get("slices", []) for d in (s.get("sha256"), s.get("data_sha256")) if d}
         (ours if plan["metadata"]["name"] == manifests.plan_configmap_name(name) else others).update(digests)
+
+    def delete_files() -> None:
+        with ArtifactStore(url, namespace) as store:
+            for digest in {*(ours - others), *store.delete_names(manifest_name(name, ""))}:
+                store.delete(digest)
+
     try:
         transport = open_transport(url, namespace, spec.served_name)
         try:
             purged = await transport.purge()
         finally:
             await transport.close()
-        with ArtifactStore(url, namespace) as store:
-            for digest in {*(ours - others), *store.delete_names(f"manifest/{name}/")}:
-                store.delete(digest)
+        await asyncio.to_thread(delete_files)  # the artifact store's client blocks
     except TransportError as error:
         raise kopf.TemporaryError(f"cannot clean Redis up yet: {error}", delay=memo.settings.poll_seconds) from None
     logger.info("removed %d stored tensor(s) and %d slice file(s)", purged, len(ours - others))
