@@ -324,7 +324,6 @@ def build_deployment(
     owner: Mapping[str, Any],
     component: str,
     container: dict[str, Any],
-    spec: ModelSpec,
     slice_id: str | None = None,
 ) -> Object:
     selector = _selector(owner, component, slice_id)
@@ -333,7 +332,8 @@ def build_deployment(
         "kind": "Deployment",
         "metadata": _metadata(name, owner, component, slice_id),
         "spec": {
-            "replicas": max(1, spec.autoscaling.min_scale),
+            # No `replicas`: the HPA owns the count (its minReplicas is the floor); stating one here
+            # would scale the Deployment back down on every reconcile.
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels(owner["name"], component, slice_id)},
@@ -394,7 +394,7 @@ def build_serving(
             )
         else:
             objects += [
-                build_deployment(name, owner, "slice", container, spec, unit.id),
+                build_deployment(name, owner, "slice", container, unit.id),
                 build_service(name, owner, "slice", unit.id),
                 build_hpa(name, owner, "slice", spec, unit.id),
             ]
@@ -403,7 +403,7 @@ def build_serving(
         objects.append(build_knative_service(name, owner, "gateway", container, spec, 0))
     else:
         objects += [
-            build_deployment(name, owner, "gateway", container, spec),
+            build_deployment(name, owner, "gateway", container),
             build_service(name, owner, "gateway"),
             build_hpa(name, owner, "gateway", spec),
         ]

@@ -318,6 +318,16 @@ async def test_without_knative_slices_run_as_deployments_with_autoscalers(cluste
     for obj in [*deployments.values(), *services.values(), *autoscalers.values()]:
         validate_object(obj)
 
+    # The autoscalers own the replica counts: a later reconcile must not put them back.
+    for name in deployments:
+        await cluster.kube.patch(DEPLOYMENTS, NS, name, {"spec": {"replicas": 3}})  # as the HPA scales out
+    await cluster.kube.patch(PARTITIONED_MODELS, NS, "resnet",
+                             {"metadata": {"generation": 2}, "spec": {"autoscaling": {"maxScale": 7}}})  # fmt: skip
+    await _eventually(lambda: all(a["spec"]["maxReplicas"] == 7
+                                  for a in cluster.objects("autoscaling/v2/horizontalpodautoscalers").values()),
+                      what="maxReplicas 7 on every autoscaler")  # fmt: skip
+    assert all(d["spec"]["replicas"] == 3 for d in cluster.objects("apps/v1/deployments").values())
+
 
 async def test_an_autoscaling_change_patches_the_services_and_prepares_nothing(cluster: Cluster) -> None:
     await cluster.apply_model("resnet", {"model": {"storageUri": MODEL}})
