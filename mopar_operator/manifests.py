@@ -21,6 +21,10 @@ from .spec import GROUP, KIND, VERSION, ModelSpec
 
 PORT = 8080
 MANIFEST_DIR = "/etc/mopar"
+CACHE_DIR = "/tmp/mopar-cache"  # slice files and optimised graphs, on the pod's /tmp emptyDir
+# Where the prepare Job mounts a pvc:// claim or a configmap:// ConfigMap (storage.fetch reads there).
+PVC_MOUNT_ROOT = "/mnt/pvc"
+CONFIGMAP_MOUNT_ROOT = "/mnt/configmap"
 MANIFEST_KEY = "manifest.json"
 PLAN_LABEL = "mopar.dev/plan"
 HASH_ANNOTATION = "mopar.dev/prepare-hash"
@@ -106,15 +110,24 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _metadata(name: str, owner: Mapping[str, Any], component: str, slice_id: str | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": owner["namespace"],
-        "labels": labels(owner["name"], component, slice_id),
-        "ownerReferences": [owner_reference(owner)],
-    }
+    metadata = {"name": name, "namespace": owner["namespace"], "labels": labels(owner["name"], component, slice_id)}
+    if owner.get("uid"):  # a model not created yet (`mopar render`) has none: the operator adopts them
+        metadata["ownerReferences"] = [owner_reference(owner)]
+    return metadata
 
 
 # -- pod pieces -------------------------------------------------------------------------
+def _pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+
+
+def _image(spec: ModelSpec, settings: OperatorSettings) -> dict[str, str]:
+    return {
+        "image": spec.runtime.image or settings.image,
+        "imagePullPolicy": spec.runtime.pull_policy or settings.pull_policy,
+    }
+
+
 def _security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
@@ -175,7 +188,7 @@ def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, An
         {"name": "MOPAR_CODEC", "value": t.codec},
         {"name": "MOPAR_COMPRESS_THRESHOLD", "value": str(t.compression_threshold_bytes)},
         {"name": "MOPAR_ACTIVATION_TTL", "value": str(t.activation_ttl_seconds)},
-        {"name": "MOPAR_CACHE_DIR", "value": "/tmp/mopar-cache"},
+        {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
         {"name": "OMP_NUM_THREADS", "value": str(spec.runtime.threads)},
     ]
 
@@ -203,8 +216,7 @@ def _container(
 ) -> dict[str, Any]:
     container = {
         "name": name,
-        "image": spec.runtime.image or settings.image,
-        "imagePullPolicy": spec.runtime.pull_policy or settings.pull_policy,
+        **_image(spec, settings),
         "args": list(args),
         "env": env,
         "ports": [{"name": "http1", "containerPort": PORT}],
@@ -234,7 +246,7 @@ def _pod_spec(container: dict[str, Any], pm: str) -> dict[str, Any]:
     return {
         "containers": [container],
         "volumes": _volumes(pm),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+        "securityContext": _pod_security_context(),
         "automountServiceAccountToken": False,
     }
 
@@ -292,9 +304,9 @@ def slice_container(unit: SliceUnit, owner: Mapping[str, Any], spec: ModelSpec, 
 
 
 def gateway_container(
-    units: Sequence[SliceUnit], owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings, serving: str
+    units: Sequence[SliceUnit], owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings
 ) -> dict[str, Any]:
-    urls = ",".join(f"{u.id}={slice_url(owner, u, serving, settings)}" for u in units)
+    urls = ",".join(f"{u.id}={slice_url(owner, u, settings)}" for u in units)
     env = [
         *_runtime_env(owner, spec),
         {"name": "MOPAR_SLICE_URLS", "value": urls},
@@ -305,7 +317,7 @@ def gateway_container(
     )
 
 
-def slice_url(owner: Mapping[str, Any], unit: SliceUnit, serving: str, settings: OperatorSettings) -> str:
+def slice_url(owner: Mapping[str, Any], unit: SliceUnit, settings: OperatorSettings) -> str:
     # Both a Knative Service and a plain Service answer on port 80 at their cluster DNS name.
     return f"http://{slice_name(owner['name'], unit.id)}.{owner['namespace']}.svc.{settings.cluster_domain}"
 
@@ -398,7 +410,7 @@ def build_serving(
                 build_service(name, owner, "slice", unit.id),
                 build_hpa(name, owner, "slice", spec, unit.id),
             ]
-    name, container = gateway_name(pm, serving), gateway_container(units, owner, spec, settings, serving)
+    name, container = gateway_name(pm, serving), gateway_container(units, owner, spec, settings)
     if serving == KNATIVE:
         objects.append(build_knative_service(name, owner, "gateway", container, spec, 0))
     else:
@@ -419,17 +431,17 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
         {"name": "MOPAR_PM_NAME", "value": pm},
         {"name": "MOPAR_PM_NAMESPACE", "value": owner["namespace"]},
         {"name": "MOPAR_SPEC", "value": _json(spec.to_json())},
-        {"name": "MOPAR_CACHE_DIR", "value": "/tmp/mopar-cache"},
+        {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
     ]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     source = spec.storage_uri.split("://", 1)[1].split("/", 1)[0]
     if spec.scheme == "pvc":
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source, "readOnly": True}})
-        mounts.append({"name": "model", "mountPath": f"/mnt/pvc/{source}", "readOnly": True})
+        mounts.append({"name": "model", "mountPath": f"{PVC_MOUNT_ROOT}/{source}", "readOnly": True})
     elif spec.scheme == "configmap":
         volumes.append({"name": "model", "configMap": {"name": source}})
-        mounts.append({"name": "model", "mountPath": f"/mnt/configmap/{source}", "readOnly": True})
+        mounts.append({"name": "model", "mountPath": f"{CONFIGMAP_MOUNT_ROOT}/{source}", "readOnly": True})
     resources = dict(
         spec.runtime.prepare_resources
         or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
@@ -449,17 +461,11 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "runAsGroup": 10001,
-                        "fsGroup": 10001,
-                    },
+                    "securityContext": _pod_security_context(),
                     "containers": [
                         {
                             "name": "prepare",
-                            "image": spec.runtime.image or settings.image,
-                            "imagePullPolicy": spec.runtime.pull_policy or settings.pull_policy,
+                            **_image(spec, settings),
                             "args": ["prepare"],
                             "env": env,
                             "resources": resources,

@@ -21,10 +21,10 @@ def now() -> str:
 
 
 def with_conditions(
-    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, tuple[str, str, str]], at: str | None = None
+    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, tuple[str, str, str]]
 ) -> list[dict[str, Any]]:
     """`existing` with `updates` ({type: (status, reason, message)}) applied, all five types present."""
-    at = at or now()
+    at = now()
     current = {c["type"]: dict(c) for c in existing or [] if "type" in c}
     result = []
     for kind in CONDITIONS:

@@ -18,9 +18,10 @@ import aiohttp
 
 from . import zoo
 from .errors import UsageError
+from .manifests import CONFIGMAP_MOUNT_ROOT, PVC_MOUNT_ROOT
 
-PVC_ROOT = Path(os.environ.get("MOPAR_PVC_ROOT", "/mnt/pvc"))
-CONFIGMAP_ROOT = Path(os.environ.get("MOPAR_CONFIGMAP_ROOT", "/mnt/configmap"))
+PVC_ROOT = Path(os.environ.get("MOPAR_PVC_ROOT", PVC_MOUNT_ROOT))
+CONFIGMAP_ROOT = Path(os.environ.get("MOPAR_CONFIGMAP_ROOT", CONFIGMAP_MOUNT_ROOT))
 
 
 async def fetch(uri: str, directory: Path) -> Path:

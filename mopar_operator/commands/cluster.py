@@ -58,15 +58,12 @@ def render(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.file}: a {KIND} needs metadata.name")
         spec = parse(document.get("spec"), name)
         owner = {"name": name, "namespace": meta.get("namespace") or args.namespace, "uid": meta.get("uid", "")}
-        units = _units(spec, args, owner)
+        units = _units(spec, args)
         serving = manifests.DEPLOYMENT if spec.serving == manifests.DEPLOYMENT else manifests.KNATIVE
         objects = [
             manifests.build_prepare_job(owner, spec, settings),
             *manifests.build_serving(owner, spec, units, serving, settings),
         ]
-        if not owner["uid"]:  # not created yet: the operator sets the owner when it creates them
-            for obj in objects:
-                obj["metadata"].pop("ownerReferences", None)
         rendered += objects
     sys.stdout.write(yaml.safe_dump_all(rendered, sort_keys=False))
     return 0
@@ -88,7 +85,7 @@ def _load_models(path: Path) -> list[dict[str, Any]]:
     return models
 
 
-def _units(spec: ModelSpec, args: argparse.Namespace, owner: dict[str, str]) -> list[manifests.SliceUnit]:
+def _units(spec: ModelSpec, args: argparse.Namespace) -> list[manifests.SliceUnit]:
     """The slice functions: from --plan (plan.json or manifest.json), else by planning the model here."""
     if args.plan:
         data = json.loads(Path(args.plan).read_text())
