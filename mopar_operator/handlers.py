@@ -348,12 +348,12 @@ async def readiness(
         return
     manifest = json.loads(plan["data"][manifests.MANIFEST_KEY])
     units = manifests.units_from_manifest(manifest)
+    # One list per tick, not a read per function: the timer runs for every model every few seconds.
     functions = KSERVICES if serving == manifests.KNATIVE else DEPLOYMENTS
-    ready = {
-        u.id: _ready_replicas(await kube.get(functions, namespace, manifests.slice_name(name, u.id)), serving)
-        for u in units
-    }
-    gateway = await kube.get(functions, namespace, manifests.gateway_name(name, serving))
+    listed = await kube.list(functions, namespace, {"app.kubernetes.io/instance": name})
+    by_name = {f["metadata"]["name"]: f for f in listed}
+    ready = {u.id: _ready_replicas(by_name.get(manifests.slice_name(name, u.id)), serving) for u in units}
+    gateway = by_name.get(manifests.gateway_name(name, serving))
     gateway_ready = _ready_replicas(gateway, serving)
     url = (gateway or {}).get("status", {}).get("url") if serving == manifests.KNATIVE else None
     waiting = sorted(sid for sid, n in ready.items() if n < 1) + ([] if gateway_ready else ["gateway"])
