@@ -9,12 +9,12 @@ WORKDIR /src
 # Dependencies first (their layer is reused while only the code changes), pinned by the
 # same constraints the test suite passed with.
 COPY pyproject.toml constraints.txt README.md ./
-COPY mopar_operator/__init__.py mopar_operator/__init__.py
+COPY mopar/__init__.py mopar/__init__.py
 COPY slice_runtime/__init__.py slice_runtime/__init__.py
 RUN python -m venv /opt/mopar \
  && /opt/mopar/bin/pip install -c constraints.txt . \
  && /opt/mopar/bin/pip uninstall -y mopar
-COPY mopar_operator mopar_operator
+COPY mopar mopar
 COPY slice_runtime slice_runtime
 RUN /opt/mopar/bin/pip install -c constraints.txt --no-deps . \
  && /opt/mopar/bin/mopar --version

@@ -48,7 +48,7 @@ system-deps:
 	fi
 
 lint: $(VENV)/.installed-test
-	$(BIN)/python -m ruff check mopar_operator slice_runtime tests
+	$(BIN)/python -m ruff check mopar slice_runtime tests
 
 clean:
 	rm -rf $(VENV) mopar-demo .pytest_cache

@@ -28,7 +28,7 @@ MODELS = ("resnet50", "vgg16", "mobilenetv2", "yolov5s", "bert-base", "lstm", "e
 
 
 def mopar(*args: str) -> None:
-    command = [sys.executable, "-m", "mopar_operator", *args]
+    command = [sys.executable, "-m", "mopar", *args]
     print("$ mopar " + " ".join(args), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import SettingError
+from slice_runtime.errors import SettingError
 
 
 def env_str(name: str, default: str | None = None) -> str | None:

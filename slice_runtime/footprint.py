@@ -48,7 +48,7 @@ def _child(model: str, threads: int, optimization: str, runs: int) -> None:
     import redis  # noqa: F401
     import zstandard  # noqa: F401
 
-    from . import sessions, tensors
+    from slice_runtime import sessions, tensors
 
     if optimization == "all":  # served optimised ahead of time, as workers load it
         session = sessions.open_serving_session(model, threads=threads)
@@ -60,6 +60,18 @@ def _child(model: str, threads: int, optimization: str, runs: int) -> None:
     for _ in range(runs):
         session.run(None, feeds)
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (VmRSS), 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def peak_rss_bytes() -> int:

@@ -25,10 +25,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from . import manifest as manifests
-from .errors import ManifestError, SettingError
-from .gateway import DataPlane, HttpSlices, RetryPolicy, build_app
-from .transports import open_transport
+from slice_runtime import manifest as manifests
+from slice_runtime.errors import ManifestError, SettingError
+from slice_runtime.gateway.client import HttpSlices
+from slice_runtime.gateway.core import DataPlane, RetryPolicy
+from slice_runtime.gateway.http import build_app
+from slice_runtime.store import open_transport
 
 log = logging.getLogger("mopar.serve")
 

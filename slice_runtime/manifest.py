@@ -1,26 +1,53 @@
-"""DIR/manifest.json as the data plane reads it: the slices, their tensors and their order.
+"""DIR/manifest.json, read and written here only: the slices, their tensors and their order.
 
-Keys read here: `model` (name, sha256), `inputs`/`outputs` (the whole model's tensor
-specs), `slices` (in an order that runs; each `id`, `file`, `sha256`, `inputs`,
-`outputs`, `depends_on`, and `group` for a sub-slice) and `joins` (model outputs
-computed in parts, and the axis to concatenate them along).
+Keys: `format`, `model` (name, sha256, file), `inputs`/`outputs` (the whole model's tensor
+specs), `input_ranges`, `slices` (in an order that runs; each `id`, `file`, `sha256`,
+`inputs`, `outputs`, `depends_on`, `memory_mb`, `codecs`, and `group` for a sub-slice,
+`data_file`/`data_sha256` for weights kept beside the file), `joins` (model outputs computed
+in parts, and the axis to concatenate them along) and `plan` (the plan.json it was cut by,
+kept whole for the tools that report on it).
+
+This module also owns the names inside a manifest: slice ids (`s0`, `s1`, ...), sub-slice
+ids (`s1.0`, `s1.1`, ...) and the tensors a sub-slice writes (`NAME__part0`, ...).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ManifestError
-from .tensors import TensorSpec
+from slice_runtime.errors import ManifestError
+from slice_runtime.tensors import TensorSpec
 
 FORMAT = "mopar.manifest/v1"
+FILE_NAME = "manifest.json"
+_PART = "__part"
+
+
+def slice_id(index: int) -> str:
+    """The id of the plan's slice number `index` (0-based)."""
+    return f"s{index}"
+
+
+def subslice_id(group: str, part: int) -> str:
+    """The id of sub-slice `part` of split slice `group`."""
+    return f"{group}.{part}"
+
+
+def part_tensor(tensor: str, part: int) -> str:
+    """The tensor sub-slice `part` writes: its share of `tensor`."""
+    return f"{tensor}{_PART}{part}"
+
+
+def whole_tensor(name: str) -> str:
+    """The tensor a part (`part_tensor`) is a share of; `name` itself when it is no part."""
+    return name.split(_PART)[0]
 
 
 @dataclass(frozen=True)
@@ -37,9 +64,43 @@ class SliceEntry:
     data_file: str | None = None  # weights kept beside the file (slices over 2 GB)
     data_sha256: str | None = None
 
-    @property
-    def group_id(self) -> str:
-        return self.group or self.id
+    def files(self) -> list[tuple[str, str]]:
+        """(file name, sha256) of the slice file and, when it has one, its weights file."""
+        files = [(self.file, self.sha256)]
+        if self.data_file:
+            files.append((self.data_file, self.data_sha256 or ""))
+        return files
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "file": self.file}
+        if self.data_file:
+            data["data_file"] = self.data_file
+            data["data_sha256"] = self.data_sha256
+        data["sha256"] = self.sha256
+        if self.group is not None:
+            data["group"] = self.group
+        data["inputs"] = [s.to_json() for s in self.inputs]
+        data["outputs"] = [s.to_json() for s in self.outputs]
+        data["depends_on"] = list(self.depends_on)
+        data["memory_mb"] = self.memory_mb
+        data["codecs"] = dict(self.codecs)
+        return data
+
+    @classmethod
+    def from_json(cls, s: Mapping[str, Any]) -> SliceEntry:
+        return cls(
+            id=str(s["id"]),
+            file=str(s["file"]),
+            sha256=str(s["sha256"]),
+            inputs=[TensorSpec.from_json(t) for t in s["inputs"]],
+            outputs=[TensorSpec.from_json(t) for t in s["outputs"]],
+            depends_on=[str(d) for d in s.get("depends_on", [])],
+            group=s.get("group"),
+            codecs=dict(s.get("codecs", {})),
+            memory_mb=None if s.get("memory_mb") is None else int(s["memory_mb"]),
+            data_file=s.get("data_file"),
+            data_sha256=s.get("data_sha256"),
+        )
 
 
 @dataclass(frozen=True)
@@ -50,18 +111,23 @@ class Join:
 
 @dataclass(frozen=True)
 class Manifest:
-    directory: Path
     name: str
     sha256: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     slices: list[SliceEntry]
-    joins: Mapping[str, Join]
-    input_ranges: Mapping[str, tuple[int, int]]
-    raw: Mapping[str, Any]
+    joins: Mapping[str, Join] = field(default_factory=dict)
+    input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    model_file: str | None = None
+    directory: Path = Path(".")
 
     def path_of(self, entry: SliceEntry) -> Path:
         return self.directory / entry.file
+
+    def digests(self) -> set[str]:
+        """The sha256 of every file of every slice (what the artifact store holds for this model)."""
+        return {digest for entry in self.slices for _, digest in entry.files() if digest}
 
     def stages(self) -> list[list[SliceEntry]]:
         """Slices grouped into stages that run one after another; the slices of one
@@ -77,10 +143,7 @@ class Manifest:
     def verify_files(self) -> None:
         """Check every slice file against its sha256 (a truncated copy must not be served)."""
         for entry in self.slices:
-            files = [(entry.file, entry.sha256)]
-            if entry.data_file:
-                files.append((entry.data_file, entry.data_sha256 or ""))
-            for name, digest in files:
+            for name, digest in entry.files():
                 path = self.directory / name
                 if not path.exists():
                     raise ManifestError(f"{path}: slice file missing")
@@ -106,47 +169,74 @@ class Manifest:
                 result[spec.name] = tensors[spec.name]
         return result
 
+    def to_json(self) -> dict[str, Any]:
+        model: dict[str, Any] = {"name": self.name, "sha256": self.sha256}
+        if self.model_file:
+            model["file"] = self.model_file
+        return {
+            "format": FORMAT,
+            "model": model,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "input_ranges": {k: list(v) for k, v in self.input_ranges.items()},
+            "slices": [e.to_json() for e in self.slices],
+            "joins": {t: {"axis": j.axis, "parts": list(j.parts)} for t, j in self.joins.items()},
+            "plan": dict(self.plan),
+        }
+
+    def dumps(self, compact: bool = False) -> str:
+        if compact:
+            return json.dumps(self.to_json(), separators=(",", ":"))
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
+    def save(self, directory: str | Path) -> Path:
+        """Write DIR/manifest.json; returns its path."""
+        path = Path(directory) / FILE_NAME
+        path.write_text(self.dumps())
+        return path
+
+
+def parse(data: Any, directory: str | Path = ".", where: str = "manifest") -> Manifest:
+    """The manifest in `data` (decoded JSON); ManifestError naming `where` if it is not one."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ManifestError(f"{where}: not a mopar manifest (expected format {FORMAT!r})")
+    try:
+        return Manifest(
+            name=str(data["model"]["name"]),
+            sha256=str(data["model"]["sha256"]),
+            model_file=data["model"].get("file"),
+            inputs=[TensorSpec.from_json(s) for s in data["inputs"]],
+            outputs=[TensorSpec.from_json(s) for s in data["outputs"]],
+            slices=[SliceEntry.from_json(s) for s in data["slices"]],
+            joins={t: Join(int(j["axis"]), [str(p) for p in j["parts"]]) for t, j in data.get("joins", {}).items()},
+            input_ranges={k: (int(v[0]), int(v[1])) for k, v in data.get("input_ranges", {}).items()},
+            plan=dict(data.get("plan") or {}),
+            directory=Path(directory),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ManifestError(f"{where}: malformed manifest ({error!r})") from None
+
+
+def loads(text: str | bytes, where: str = "manifest") -> Manifest:
+    """The manifest in JSON `text` (a ConfigMap's, the artifact store's)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{where}: not JSON ({error})") from None
+    return parse(data, where=where)
+
 
 def load(directory: str | Path) -> Manifest:
+    """DIR/manifest.json (or the manifest file given itself)."""
     directory = Path(directory)
-    path = directory / "manifest.json" if directory.is_dir() else directory
+    path = directory / FILE_NAME if directory.is_dir() else directory
     if not path.exists():
         raise ManifestError(f"{path}: no such file (expected a directory written by `mopar slice`)")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: not JSON ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ManifestError(f"{path}: not a mopar manifest (expected format {FORMAT!r})")
-    try:
-        return Manifest(
-            directory=path.parent,
-            name=str(data["model"]["name"]),
-            sha256=str(data["model"]["sha256"]),
-            inputs=[TensorSpec.from_json(s) for s in data["inputs"]],
-            outputs=[TensorSpec.from_json(s) for s in data["outputs"]],
-            slices=[
-                SliceEntry(
-                    id=str(s["id"]),
-                    file=str(s["file"]),
-                    sha256=str(s["sha256"]),
-                    inputs=[TensorSpec.from_json(t) for t in s["inputs"]],
-                    outputs=[TensorSpec.from_json(t) for t in s["outputs"]],
-                    depends_on=list(s.get("depends_on", [])),
-                    group=s.get("group"),
-                    codecs=dict(s.get("codecs", {})),
-                    memory_mb=s.get("memory_mb"),
-                    data_file=s.get("data_file"),
-                    data_sha256=s.get("data_sha256"),
-                )
-                for s in data["slices"]
-            ],
-            joins={t: Join(int(j["axis"]), list(j["parts"])) for t, j in data.get("joins", {}).items()},
-            input_ranges={k: (int(v[0]), int(v[1])) for k, v in data.get("input_ranges", {}).items()},
-            raw=data,
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise ManifestError(f"{path}: malformed manifest ({error!r})") from None
+    return parse(data, path.parent, str(path))
 
 
 def run_in_process(
@@ -160,6 +250,11 @@ def run_in_process(
     for entry in manifest.slices:
         tensors.update(run_slice(entry, {spec.name: tensors[spec.name] for spec in entry.inputs}))
     return manifest.join_outputs(tensors)
+
+
+def depends_on(inputs: Sequence[TensorSpec], producers: Mapping[str, str]) -> list[str]:
+    """The ids of the slices that write any of `inputs` (`producers`: tensor -> slice id)."""
+    return sorted({producers[s.name] for s in inputs if s.name in producers})
 
 
 def sha256_file(path: Path) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import env_float, env_int, env_str
+from slice_runtime.config import env_float, env_int, env_str
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Tensor specs and dtype names shared by every stage: ONNX, numpy and the V2 protocol.
+"""Tensor specs and dtype names shared by every stage: ONNX, numpy and the V2 protocol (without onnx).
 
 A `TensorSpec` is what the manifest records for every tensor crossing a border:
 name, numpy dtype name and shape (ints; -1 where a dimension is variable).
@@ -11,23 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from onnx import TensorProto
 
-# ONNX element type -> (numpy dtype name, Open Inference Protocol datatype)
+# ONNX element type (TensorProto.DataType, fixed by the ONNX standard) -> (numpy dtype name,
+# Open Inference Protocol datatype). Numbers, not `onnx.TensorProto`: a slice pod never loads onnx.
 _BY_ONNX: dict[int, tuple[str, str]] = {
-    TensorProto.FLOAT: ("float32", "FP32"),
-    TensorProto.DOUBLE: ("float64", "FP64"),
-    TensorProto.FLOAT16: ("float16", "FP16"),
-    TensorProto.INT8: ("int8", "INT8"),
-    TensorProto.INT16: ("int16", "INT16"),
-    TensorProto.INT32: ("int32", "INT32"),
-    TensorProto.INT64: ("int64", "INT64"),
-    TensorProto.UINT8: ("uint8", "UINT8"),
-    TensorProto.UINT16: ("uint16", "UINT16"),
-    TensorProto.UINT32: ("uint32", "UINT32"),
-    TensorProto.UINT64: ("uint64", "UINT64"),
-    TensorProto.BOOL: ("bool", "BOOL"),
-    TensorProto.STRING: ("object", "BYTES"),
+    1: ("float32", "FP32"),  # FLOAT
+    11: ("float64", "FP64"),  # DOUBLE
+    10: ("float16", "FP16"),  # FLOAT16
+    3: ("int8", "INT8"),  # INT8
+    5: ("int16", "INT16"),  # INT16
+    6: ("int32", "INT32"),  # INT32
+    7: ("int64", "INT64"),  # INT64
+    2: ("uint8", "UINT8"),  # UINT8
+    4: ("uint16", "UINT16"),  # UINT16
+    12: ("uint32", "UINT32"),  # UINT32
+    13: ("uint64", "UINT64"),  # UINT64
+    9: ("bool", "BOOL"),  # BOOL
+    8: ("object", "BYTES"),  # STRING
 }
 _V2_BY_DTYPE = {dtype: v2 for dtype, v2 in _BY_ONNX.values()}
 _DTYPE_BY_V2 = {v2: dtype for dtype, v2 in _BY_ONNX.values()}
@@ -36,7 +36,7 @@ _ONNX_BY_DTYPE = {dtype: elem for elem, (dtype, _) in _BY_ONNX.items()}
 
 def dtype_of_onnx(elem_type: int) -> str:
     if elem_type not in _BY_ONNX:
-        raise ValueError(f"unsupported ONNX element type {TensorProto.DataType.Name(elem_type)}")
+        raise ValueError(f"unsupported ONNX element type {elem_type}")
     return _BY_ONNX[elem_type][0]
 
 

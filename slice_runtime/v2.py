@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput
-from .tensors import TensorSpec, dtype_of_v2, v2_datatype
+from slice_runtime.errors import InvalidInput
+from slice_runtime.tensors import TensorSpec, dtype_of_v2, v2_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import redis
 
-from mopar_operator import zoo
+from mopar.model import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `mopar ARGS...` as a user would, in a fresh interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "mopar_operator", *args],
+        [sys.executable, "-m", "mopar", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

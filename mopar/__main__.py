@@ -1,0 +1,5 @@
+import sys
+
+from mopar.cli.main import main
+
+sys.exit(main())

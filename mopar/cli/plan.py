@@ -1,0 +1,109 @@
+"""`mopar plan MODEL`: a partition plan; table on stdout, plan.json on request."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from mopar.cli.console import err, out, progress
+from mopar.errors import UsageError
+from mopar.model.modelfile import ModelFile, load_model, parse_input_shape
+from mopar.plan import planfile
+from mopar.plan.planner import Constraints, Plan
+from mopar.plan.planning import plan_model
+from mopar.profile.profiler import Profile, profile_model
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
+    profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
+    result = make_plan(model, profile, args)
+    data = planfile.to_json(result, profile.model, profile.tensor_specs, profile.settings.get("input_shapes", {}))
+    out.print(plan_table(data))
+    out.print(predicted_table(data))
+    if args.output:
+        Path(args.output).write_text(json.dumps(data, indent=1) + "\n")
+        err.print(f"wrote {args.output}")
+    return 0
+
+
+def load_or_make_profile(model: ModelFile, path: str | None, threads: int, optimization: str) -> Profile:
+    if path:
+        profile = Profile.load(path)
+        if profile.model["sha256"] != model.sha256:
+            raise UsageError(f"{path} profiles model sha256 {profile.model['sha256'][:12]}, not {model.path}")
+        return profile
+    with progress(f"profiling {model.name}") as report:
+        return profile_model(model, threads=threads, optimization=optimization, progress=report)
+
+
+def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace) -> Plan:
+    constraints = Constraints(
+        objective=args.objective,
+        slo_ms=args.slo_ms,
+        max_slices=args.max_slices,
+        min_slice_memory_mb=args.min_slice_memory,
+        max_slice_memory_mb=args.max_slice_memory,
+        split=not args.no_split,
+        max_split=args.max_split,
+        dominance=args.dominance,
+        max_cut_tensors=args.max_cut_tensors,
+    )
+    return plan_model(model, profile, constraints, args.pricing, args.link)
+
+
+def plan_table(data: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"plan for {data['model']['name']}: objective {data['objective']}, pricing {data['pricing']['name']}"
+    )
+    for column in ("slice", "nodes", "first .. last", "memory MB", "time ms", "sub-slices", "$/M requests"):
+        table.add_column(column, justify="left" if column in ("slice", "first .. last", "sub-slices") else "right")
+    for s in data["slices"]:
+        split = s.get("subslices")
+        table.add_row(
+            s["id"],
+            str(len(s["nodes"])),
+            s["nodes"][0] if len(s["nodes"]) == 1 else f"{s['nodes'][0]} .. {s['nodes'][-1]}",
+            f"{s['memory_mb']:,}",
+            f"{s['latency_ms']:.2f}",
+            f"{split['k']} x {split['operators'][0]}" if split else "-",
+            f"{s['cost_per_million_usd']:.4f}",
+        )
+    return table
+
+
+def predicted_table(data: dict[str, Any]) -> Table:
+    ours, whole = data["predicted"], data["predicted"]["whole"]
+    table = Table(title="predicted, per request")
+    for column in ("", "partitioned", "served whole", "ratio"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("functions", str(ours["functions"]), str(whole["functions"]), "")
+    table.add_row(
+        "latency ms",
+        f"{ours['latency_ms']:.2f}",
+        f"{whole['latency_ms']:.2f}",
+        f"{ours['latency_ms'] / whole['latency_ms']:.3f}x",
+    )
+    table.add_row(
+        "GB-seconds",
+        f"{ours['gb_seconds']:.5f}",
+        f"{whole['gb_seconds']:.5f}",
+        f"{whole['gb_seconds'] / ours['gb_seconds']:.2f}x less" if ours["gb_seconds"] else "",
+    )
+    table.add_row(
+        "$ per million",
+        f"{ours['cost_per_million_usd']:.4f}",
+        f"{whole['cost_per_million_usd']:.4f}",
+        f"{data['predicted']['cost_ratio']:.2f}x cheaper",
+    )
+    table.add_row(
+        "resource efficiency",
+        f"{ours['resource_efficiency']:.1%}",
+        f"{whole['resource_efficiency']:.1%}",
+        f"{data['predicted']['resource_efficiency_ratio']:.2f}x",
+    )
+    return table

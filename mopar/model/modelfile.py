@@ -1,0 +1,166 @@
+"""Reading a model file the user hands us, with one clear error for each way it can be wrong.
+
+A `ModelFile` is an ONNX model with static input shapes (symbolic dimensions fixed by
+`--input-shape NAME=1x3x224x224`), its name (the file stem), the sha256 of the file
+and the specs of its inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from mopar.errors import ModelError, UsageError
+from slice_runtime.tensors import TensorSpec, input_ranges
+
+
+@dataclass
+class ModelFile:
+    path: Path
+    proto: onnx.ModelProto
+    sha256: str
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {p.key: p.value for p in self.proto.metadata_props}
+
+    @property
+    def input_ranges(self) -> dict[str, tuple[int, int]]:
+        return input_ranges(self.metadata)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(_tensor_bytes(t) for t in self.proto.graph.initializer)
+
+    def serialized(self) -> bytes:
+        return self.proto.SerializeToString()
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input_ids=1x128' -> ('input_ids', (1, 128))."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d < 1 for d in shape):
+        raise UsageError(f"--input-shape wants NAME=DIMxDIM..., e.g. input=1x3x224x224, got {text!r}")
+    return name, shape
+
+
+def load_model(
+    path: str | Path, input_shapes: Mapping[str, Sequence[int]] | None = None, check: bool = True
+) -> ModelFile:
+    """Load and check `path`; raise ModelError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, expected an ONNX model file")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as error:
+        raise ModelError(f"{path}: not an ONNX model ({_first_line(error)})") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    if check:
+        try:
+            # Checking by path also works past protobuf's 2 GB limit.
+            onnx.checker.check_model(str(path))
+        except onnx.checker.ValidationError as error:
+            raise ModelError(f"{path}: invalid ONNX model: {_first_line(error)}") from None
+    shapes = {name: tuple(int(d) for d in dims) for name, dims in (input_shapes or {}).items()}
+    _fix_input_shapes(proto, shapes, path)
+    graph_inputs = _graph_inputs(proto)
+    return ModelFile(
+        path=path,
+        proto=proto,
+        sha256=hashlib.sha256(data).hexdigest(),
+        name=path.stem,
+        inputs=[TensorSpec.of_value_info(v) for v in graph_inputs],
+        outputs=[TensorSpec.of_value_info(v) for v in proto.graph.output],
+        input_shapes=shapes,
+    )
+
+
+_KEEP_VALUES_UP_TO = 4096
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers carry only their shapes: shape inference
+    serialises the model it is given, and half a gigabyte of VGG weights takes seconds."""
+    graph = model.graph
+    initializers = [
+        t
+        if math.prod(t.dims) <= _KEEP_VALUES_UP_TO
+        else onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+        for t in graph.initializer
+    ]
+    light = onnx.helper.make_graph(
+        list(graph.node),
+        graph.name,
+        list(graph.input),
+        list(graph.output),
+        initializers,
+        value_info=list(graph.value_info),
+    )
+    copy = onnx.helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
+    copy.ir_version = model.ir_version
+    return copy
+
+
+def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are real inputs (old exporters also list initializers here)."""
+    initializers = {t.name for t in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in initializers]
+
+
+def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], path: Path) -> None:
+    inputs = {v.name: v for v in _graph_inputs(proto)}
+    for name in shapes:
+        if name not in inputs:
+            raise UsageError(f"--input-shape names {name!r}, but {path.name} has inputs: {', '.join(inputs)}")
+    for name, value in inputs.items():
+        dims = value.type.tensor_type.shape.dim
+        if name in shapes:
+            if len(shapes[name]) != len(dims):
+                raise UsageError(
+                    f"--input-shape {name} has {len(shapes[name])} dimensions, the model's input has {len(dims)}"
+                )
+            for dim, size in zip(dims, shapes[name]):
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise UsageError(
+                        f"--input-shape {name}: dimension {dim.dim_value} of the model cannot become {size}"
+                    )
+                dim.Clear()
+                dim.dim_value = size
+        elif any(not d.HasField("dim_value") for d in dims):
+            shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+            raise ModelError(
+                f"{path}: input {name!r} has symbolic dimensions ({shown}); give them with --input-shape {name}=1x..."
+            )
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,74 @@
+"""The prepare Job of a PartitionedModel (pure): `mopar prepare` fetches, profiles, plans and
+slices the model and stores the slice files and the manifest in the artifact store. It needs
+no Kubernetes API access."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mopar.model.uris import StorageUri
+from mopar.operator import names
+from mopar.operator.credentials import transport_env
+from mopar.operator.names import Object
+from mopar.operator.pods import CACHE_DIR, container_security_context, image, pod_security_context
+from mopar.operator.settings import OperatorSettings
+from mopar.operator.spec import ModelSpec
+
+
+def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> Object:
+    pm = owner["name"]
+    env = [
+        *transport_env(owner, spec),
+        {"name": "MOPAR_PM_NAME", "value": pm},
+        {"name": "MOPAR_PM_NAMESPACE", "value": owner["namespace"]},
+        {"name": "MOPAR_SPEC", "value": json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":"))},
+        {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    uri = StorageUri.parse(spec.storage_uri)
+    if uri.mount_path is not None:
+        if uri.scheme == "pvc":
+            volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": uri.source, "readOnly": True}})
+        else:
+            volumes.append({"name": "model", "configMap": {"name": uri.source}})
+        mounts.append({"name": "model", "mountPath": uri.mount_path, "readOnly": True})
+    resources = dict(
+        spec.runtime.prepare_resources
+        or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+    )
+    prepare_hash = spec.prepare_hash()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **names.metadata(names.prepare_job_name(pm, prepare_hash), owner, "prepare"),
+            "annotations": {names.HASH_ANNOTATION: prepare_hash},
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": names.labels(pm, "prepare")},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [
+                        {
+                            "name": "prepare",
+                            **image(spec, settings),
+                            "args": ["prepare"],
+                            "env": env,
+                            "resources": resources,
+                            "securityContext": container_security_context(),
+                            "volumeMounts": mounts,
+                        }
+                    ],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

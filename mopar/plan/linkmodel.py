@@ -1,0 +1,110 @@
+"""A measured model of moving one tensor between slices, and the codec choice it implies (pure).
+
+Moving a tensor of B bytes costs the producer an encode and a write, and every consumer
+a read and a decode: encode(B) + wire(B / ratio) + decode(B), plus one store round trip
+per batch of writes or reads, plus one control call per slice invocation. The codec that
+minimises this differs per tensor (its ratio) and per link (its throughput): on a fast
+link zstd can cost more time than the bytes it saves. Numbers come from `mopar calibrate`
+(a real Redis, real codec runs) and per-tensor ratios from the profile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slice_runtime.codec import CANDIDATES, DEFAULT_THRESHOLD_BYTES, NONE, CodecSetting
+
+DEFAULT_PATH = Path(__file__).with_name("linkmodel-default.json")
+
+
+@dataclass(frozen=True)
+class CodecSpeed:
+    encode_bytes_per_ms: float
+    decode_bytes_per_ms: float
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One tensor's move: the chosen codec and the time each side spends on it."""
+
+    setting: CodecSetting
+    raw_bytes: int
+    wire_bytes: int
+    write_ms: float  # encode + write, paid by the producer
+    read_ms: float  # read + decode, paid by each consumer
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    hop_ms: float  # one round trip to the store for a pipelined batch
+    bytes_per_ms: float  # store throughput, each direction
+    invoke_ms: float  # one control call to a slice worker (HTTP), framework included
+    codecs: Mapping[str, CodecSpeed] = field(default_factory=dict)
+    threshold_bytes: int = DEFAULT_THRESHOLD_BYTES
+    # How much of the ideal speed-up parallel sub-slices reach: 1.0 when each runs on its own
+    # idle core; lower where they share cores, caches and memory bandwidth.
+    parallel_efficiency: float = 1.0
+    source: str = ""  # how the numbers were obtained
+
+    def part_ms(self, compute_ms: float, parts: int) -> float:
+        """Compute time of one of `parts` parallel sub-slices of a `compute_ms` slice."""
+        return compute_ms if parts == 1 else compute_ms / parts / self.parallel_efficiency
+
+    def transfer(self, nbytes: int, ratios: Mapping[str, float] | None = None) -> Transfer:
+        """The fastest way to move `nbytes` whose compression ratio per setting is `ratios`
+        (settings without a measured ratio, or without measured speeds, are not considered)."""
+        best = Transfer(NONE, nbytes, nbytes, nbytes / self.bytes_per_ms, nbytes / self.bytes_per_ms)
+        if nbytes < self.threshold_bytes:
+            return best
+        for setting in CANDIDATES:
+            speed = self.codecs.get(setting.name)
+            ratio = (ratios or {}).get(setting.name)
+            if setting == NONE or speed is None or not ratio or ratio <= 1.0:
+                continue
+            wire = int(nbytes / ratio)
+            write = nbytes / speed.encode_bytes_per_ms + wire / self.bytes_per_ms
+            read = wire / self.bytes_per_ms + nbytes / speed.decode_bytes_per_ms
+            if write + read < best.write_ms + best.read_ms:
+                best = Transfer(setting, nbytes, wire, write, read)
+        return best
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hop_ms": self.hop_ms,
+            "bytes_per_ms": self.bytes_per_ms,
+            "invoke_ms": self.invoke_ms,
+            "threshold_bytes": self.threshold_bytes,
+            "parallel_efficiency": self.parallel_efficiency,
+            "codecs": {
+                name: {"encode_bytes_per_ms": s.encode_bytes_per_ms, "decode_bytes_per_ms": s.decode_bytes_per_ms}
+                for name, s in self.codecs.items()
+            },
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LinkModel:
+        return cls(
+            hop_ms=float(data["hop_ms"]),
+            bytes_per_ms=float(data["bytes_per_ms"]),
+            invoke_ms=float(data["invoke_ms"]),
+            codecs={
+                name: CodecSpeed(float(s["encode_bytes_per_ms"]), float(s["decode_bytes_per_ms"]))
+                for name, s in data.get("codecs", {}).items()
+            },
+            threshold_bytes=int(data.get("threshold_bytes", DEFAULT_THRESHOLD_BYTES)),
+            parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),
+            source=str(data.get("source", "")),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> LinkModel:
+        """The model in `path`, or the one measured on the reference machine (see its `source`)."""
+        return cls.from_json(json.loads(Path(path or DEFAULT_PATH).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")

@@ -1,0 +1,54 @@
+"""The memory a slice's function needs (pure): what the planner sizes functions by.
+
+need = runtime baseline + weights + inputs + a x peak live activations
+
+The baseline is measured once: a fresh process with a worker's imports and an empty
+onnxruntime session (`slice_runtime.footprint`); every slice pays it. Weights are held
+once when the graph is optimised ahead of time (`open_serving_session`). Inputs stay
+alive for the whole run (they are the request's tensors); activations are the largest
+set of the slice's own tensors alive while one of its nodes runs. The allocated memory
+is `need` rounded up to the platform's step (`pricing.Pricing.allocate_mb`).
+
+onnxruntime holds more than the live tensors: its arena grows in power-of-two chunks
+and re-laid-out (NCHWc) buffers are padded, so `a` (the activation factor) is measured
+per model: the profile's fresh-process peak of the whole model, less baseline, weights
+and inputs, over the model's computed activation peak (`calibrated`). Slices of one
+model share its kinds of layers, and so its overhead.
+`tests/test_memory_model.py` checks this against the peak RSS of real slice processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mopar.plan.segments import SegmentStats
+
+MB = 2**20
+
+
+ACTIVATION_FACTOR_BOUNDS = (1.0, 4.0)
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    baseline_bytes: int
+    activation_factor: float = 1.0
+
+    def need_bytes(self, stats: SegmentStats, parts: int = 1) -> int:
+        """Bytes one function of the slice needs; `parts` > 1 for one of k parallel sub-slices,
+        which holds 1/k of the weights and of the activations but the whole input."""
+        return int(
+            self.baseline_bytes
+            + stats.weight_bytes / parts
+            + stats.input_bytes
+            + self.activation_factor * stats.activation_peak_bytes / parts
+        )
+
+
+def calibrated(baseline_bytes: int, measured_peak_bytes: int | None, whole: SegmentStats) -> MemoryModel:
+    """The memory model whose activation factor reproduces the whole model's measured peak."""
+    if not measured_peak_bytes or whole.activation_peak_bytes <= 0:
+        return MemoryModel(baseline_bytes)
+    rest = measured_peak_bytes - baseline_bytes - whole.weight_bytes - whole.input_bytes
+    low, high = ACTIVATION_FACTOR_BOUNDS
+    return MemoryModel(baseline_bytes, round(min(high, max(low, rest / whole.activation_peak_bytes)), 3))

@@ -1,0 +1,165 @@
+"""plan.json: the planner's result as a file the slicer, the operator and people read.
+
+Top level: `format`, `model` (name, sha256), `objective`, `constraints`, `pricing`,
+`link`, `memory_model`, `input_shapes`, `tensors` (specs of every tensor crossing a
+cut), `slices` in execution order, and `predicted` (this plan and the model served
+whole, and their ratios). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
+`need_mb`, `latency_ms`, `compute_ms`, `cost_per_million_usd`, `cpu`, `codecs` (setting
+per output tensor) and, when split, `subslices` (`k`, `operators`, `axis`, `channels`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mopar.errors import UsageError
+from slice_runtime import manifest as manifests
+from slice_runtime.tensors import TensorSpec
+
+if TYPE_CHECKING:  # only to write one: readers of plan.json need neither the planner nor onnx
+    from mopar.plan.planner import Option, Plan
+
+FORMAT = "mopar.plan/v1"
+
+
+@dataclass(frozen=True)
+class Split:
+    k: int
+    operators: list[str]
+    axis: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class PlannedSlice:
+    id: str
+    nodes: list[str]
+    inputs: list[str]
+    outputs: list[str]
+    memory_mb: int
+    split: Split | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlannedSlice:
+        sub = data.get("subslices")
+        return cls(
+            id=str(data["id"]),
+            nodes=list(data["nodes"]),
+            inputs=list(data["inputs"]),
+            outputs=list(data["outputs"]),
+            memory_mb=int(data["memory_mb"]),
+            split=Split(int(sub["k"]), list(sub["operators"]), int(sub["axis"]), int(sub["channels"])) if sub else None,
+        )
+
+
+def to_json(
+    plan: Plan, model: Mapping[str, Any], specs: Mapping[str, TensorSpec], input_shapes: Mapping[str, Any]
+) -> dict[str, Any]:
+    graph = plan.graph
+    ours, whole = plan.figures(), plan.figures([plan.whole])
+    crossing = {t for option in plan.slices for t in (*option.stats.inputs, *option.stats.outputs)}
+    return {
+        "format": FORMAT,
+        "model": {"name": model["name"], "sha256": model["sha256"]},
+        "objective": plan.constraints.objective,
+        "constraints": asdict(plan.constraints),
+        "pricing": plan.pricing.to_json(),
+        "link": plan.link.to_json(),
+        "memory_model": {
+            "baseline_bytes": plan.memory.baseline_bytes,
+            "activation_factor": plan.memory.activation_factor,
+        },
+        "input_shapes": dict(input_shapes),
+        "tensors": {t: specs[t].to_json() for t in sorted(crossing) if t in specs},
+        "slices": [_slice_json(manifests.slice_id(i), option, plan) for i, option in enumerate(plan.slices)],
+        "predicted": {
+            **ours,
+            "whole": whole,
+            "cost_ratio": round(whole["cost_per_million_usd"] / max(ours["cost_per_million_usd"], 1e-12), 4),
+            "latency_ratio": round(ours["latency_ms"] / max(whole["latency_ms"], 1e-12), 4),
+            "resource_efficiency_ratio": round(
+                ours["resource_efficiency"] / max(whole["resource_efficiency"], 1e-12), 4
+            ),
+        },
+        "graph": {"nodes": len(graph.nodes)},
+    }
+
+
+def _slice_json(slice_id: str, option: Option, plan: Plan) -> dict[str, Any]:
+    stats = option.stats
+    nodes = [n.name for n in plan.graph.nodes[stats.start : stats.end]]
+    data: dict[str, Any] = {
+        "id": slice_id,
+        "nodes": nodes,
+        "inputs": list(stats.inputs),
+        "outputs": list(stats.outputs),
+        "memory_mb": option.memory_mb,
+        "need_mb": round(option.need_mb, 2),
+        "compute_ms": round(stats.compute_ms / option.parts, 4),
+        "latency_ms": round(option.latency_ms, 4),
+        "duration_ms": round(option.duration_ms, 4),
+        "cost_per_million_usd": round(option.cost_usd * 1e6, 6),
+        "weight_mb": round(stats.weight_bytes / 2**20, 3),
+        "cpu": plan.pricing.vcpus,
+        "codecs": {t: transfer.setting.name for t, transfer in option.writes.items()},
+    }
+    if option.parts > 1 and option.group is not None:
+        group = option.group
+        data["subslices"] = {
+            "k": option.parts,
+            "operators": [group.operator],
+            "axis": group.axis,
+            "channels": group.channels,
+        }
+    return data
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path}: not a mopar plan ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UsageError(f"{path}: not a mopar plan (expected format {FORMAT!r})")
+    return data
+
+
+def check_model(plan: Mapping[str, Any], sha256: str, where: str) -> None:
+    """Refuse a plan made for another model (or another version of this one)."""
+    planned = plan["model"]["sha256"]
+    if planned != sha256:
+        raise UsageError(
+            f"{where} was made for model {plan['model']['name']} sha256 {planned[:12]}, "
+            f"not this model (sha256 {sha256[:12]}); plan it again"
+        )
+
+
+def slices(plan: Mapping[str, Any]) -> list[PlannedSlice]:
+    return [PlannedSlice.from_json(s) for s in plan["slices"]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a plan says about itself, for status lines and the operator's conditions."""
+
+    objective: str | None
+    pricing: str | None
+    nodes: int | None
+    slices: int
+    predicted: Mapping[str, Any] = field(default_factory=dict)
+
+
+def summary(plan: Mapping[str, Any]) -> Summary:
+    return Summary(
+        objective=plan.get("objective"),
+        pricing=(plan.get("pricing") or {}).get("name"),
+        nodes=(plan.get("graph") or {}).get("nodes"),
+        slices=len(plan.get("slices") or []),
+        predicted=dict(plan.get("predicted") or {}),
+    )

@@ -1,0 +1,352 @@
+"""MOPAR-style hybrid partitioning: vertical slices by dynamic programming, with
+resource-dominant slices split into parallel sub-slices (pure).
+
+Every candidate slice [a, b) between two cut positions is priced as a function: its
+memory (`memory.MemoryModel`, rounded by the pricing table), its duration (compute +
+reading its inputs + writing its outputs + one control call, from the link model), its
+cost per request and its latency. A slice that is exactly a resource-dominant operator
+and its channel-wise tail may also run as k parallel sub-slices, each with 1/k of the
+weights, time and output. Costs and latencies of a plan are sums over its slices, so:
+
+- `cost` and `latency`: an exact DP over (position, slices used), lexicographic on
+  (cost, latency) or (latency, cost);
+- `slo`: an exact DP over Pareto labels (cost, latency, slices) at each position,
+  keeping only labels within the SLO; the cheapest label at the end wins.
+
+Mixing a heavy layer into a light slice makes the whole slice pay the heavy layer's
+memory for the light layers' time, so layers of similar footprint end up together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mopar.errors import PlanError
+from mopar.plan.graph import Graph, SplitGroup
+from mopar.plan.linkmodel import LinkModel, Transfer
+from mopar.plan.memory import MB, MemoryModel
+from mopar.plan.pricing import Pricing
+from mopar.plan.segments import SegmentStats, sweep
+
+OBJECTIVES = ("cost", "latency", "slo")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    objective: str = "cost"
+    slo_ms: float | None = None
+    max_slices: int = 8
+    min_slice_memory_mb: int | None = None
+    max_slice_memory_mb: int | None = None
+    split: bool = True  # consider parallel sub-slices for resource-dominant operators
+    max_split: int = 8
+    dominance: float = 0.05  # share of the model's weights or time that makes an operator dominant
+    max_cut_tensors: int = 4
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise PlanError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "slo" and (self.slo_ms is None or self.slo_ms <= 0):
+            raise PlanError("objective slo needs a positive --slo-ms")
+        if self.max_slices < 1 or self.max_split < 1 or self.max_cut_tensors < 1:
+            raise PlanError("--max-slices, --max-split and --max-cut-tensors must be at least 1")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run the slice [stats.start, stats.end): whole, or in `parts` sub-slices."""
+
+    stats: SegmentStats
+    parts: int
+    group: SplitGroup | None
+    need_mb: float  # per function
+    memory_mb: int  # allocated per function
+    duration_ms: float  # per function, with one full vCPU
+    latency_ms: float  # of the slice (sub-slices run in parallel)
+    cost_usd: float  # all of the slice's functions, per request
+    gb_seconds: float
+    touched_byte_ms: float  # memory the slice's nodes touch over time
+    allocated_byte_ms: float  # memory its functions are billed for over time
+    writes: Mapping[str, Transfer] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    constraints: Constraints
+    pricing: Pricing
+    link: LinkModel
+    memory: MemoryModel
+    slices: list[Option]
+    whole: Option
+    gateway_ms: float  # writing the request's inputs and reading its outputs
+
+    @property
+    def latency_ms(self) -> float:
+        return self.gateway_ms + sum(s.latency_ms for s in self.slices)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.slices)
+
+    def figures(self, options: list[Option] | None = None) -> dict[str, Any]:
+        options = self.slices if options is None else options
+        touched = sum(o.touched_byte_ms for o in options)
+        allocated = sum(o.allocated_byte_ms for o in options)
+        return {
+            "latency_ms": round(self.gateway_ms + sum(o.latency_ms for o in options), 4),
+            "gb_seconds": round(sum(o.gb_seconds for o in options), 8),
+            "cost_per_million_usd": round(1e6 * sum(o.cost_usd for o in options), 6),
+            "resource_efficiency": round(touched / allocated, 4) if allocated else 0.0,
+            "functions": sum(o.parts for o in options),
+            "memory_mb": [o.memory_mb for o in options],
+        }
+
+
+class Coster:
+    """Prices candidate slices under one pricing table, link model and memory model."""
+
+    def __init__(
+        self, graph: Graph, memory: MemoryModel, link: LinkModel, pricing: Pricing, constraints: Constraints
+    ) -> None:
+        self.graph, self.memory, self.link, self.pricing, self.constraints = graph, memory, link, pricing, constraints
+        self._transfers: dict[tuple[str, int], Transfer] = {}
+
+    def transfer(self, tensor: str, parts: int = 1) -> Transfer:
+        key = (tensor, parts)
+        if key not in self._transfers:
+            size = self.graph.tensor_bytes.get(tensor, 0) // parts
+            self._transfers[key] = self.link.transfer(size, self.graph.ratios.get(tensor))
+        return self._transfers[key]
+
+    def io_ms(self, reads: tuple[str, ...], writes: tuple[str, ...], parts: int = 1) -> float:
+        """Store time of a function reading `reads` whole and writing 1/parts of each of `writes`."""
+        read = sum(self.transfer(t).read_ms for t in reads) + (self.link.hop_ms if reads else 0.0)
+        write = sum(self.transfer(t, parts).write_ms for t in writes) + (self.link.hop_ms if writes else 0.0)
+        return read + write
+
+    def part_compute_ms(self, stats: SegmentStats, parts: int, group: SplitGroup | None) -> float:
+        """Compute time of one of `parts` sub-slices: the dominant operator divides by its measured
+        serial fraction s (a part takes t x (s + (1 - s) / k)), its channel-wise tail evenly."""
+        if parts == 1 or group is None:
+            return stats.compute_ms
+        head = self.graph.nodes[group.start]
+        serial = self.graph.serial_fractions.get(head.name, 0.0)
+        divided = (stats.compute_ms - head.latency_ms) / parts + head.latency_ms * (serial + (1 - serial) / parts)
+        return self.link.part_ms(divided * parts, parts)
+
+    def option(self, stats: SegmentStats, parts: int = 1, group: SplitGroup | None = None) -> Option | None:
+        """The slice run as `parts` functions; None where it breaks a memory bound."""
+        need_mb = self.memory.need_bytes(stats, parts) / MB
+        bounds = self.constraints
+        try:
+            memory_mb = self.pricing.allocate_mb(max(need_mb, bounds.min_slice_memory_mb or 0))
+        except PlanError:
+            return None
+        if bounds.max_slice_memory_mb is not None and memory_mb > bounds.max_slice_memory_mb:
+            return None
+        compute = self.part_compute_ms(stats, parts, group)
+        duration = self.link.invoke_ms + compute + self.io_ms(stats.inputs, stats.outputs, parts)
+        billed = self.pricing.billed_ms(duration, memory_mb)
+        baseline = self.memory.baseline_bytes
+        touched = parts * baseline * duration + stats.touched_byte_ms / parts + stats.input_bytes * stats.compute_ms
+        return Option(
+            stats=stats,
+            parts=parts,
+            group=group,
+            need_mb=need_mb,
+            memory_mb=memory_mb,
+            duration_ms=duration,
+            latency_ms=duration * self.pricing.slowdown(memory_mb),
+            cost_usd=parts * self.pricing.invocation_usd(memory_mb, duration),
+            gb_seconds=parts * self.pricing.gb_seconds(memory_mb, duration),
+            touched_byte_ms=touched,
+            allocated_byte_ms=parts * memory_mb * MB * billed,
+            writes={t: self.transfer(t, parts) for t in stats.outputs},
+        )
+
+    def options(self, stats: SegmentStats, group: SplitGroup | None) -> list[Option]:
+        options = [self.option(stats)]
+        if group is not None and self.constraints.split:
+            for parts in range(2, min(self.constraints.max_split, group.channels) + 1):
+                options.append(self.option(stats, parts, group))
+        return [o for o in options if o is not None]
+
+
+def plan(
+    graph: Graph,
+    memory: MemoryModel,
+    link: LinkModel,
+    pricing: Pricing,
+    constraints: Constraints | None = None,
+) -> Plan:
+    """The best plan for `graph` under `constraints`; PlanError names the bound that fails."""
+    constraints = constraints or Constraints()
+    coster = Coster(graph, memory, link, pricing, constraints)
+    positions = graph.cut_positions(constraints.max_cut_tensors)
+    table = option_table(graph, coster, positions)
+    n = len(graph)
+    whole_stats = next(sweep(graph, 0, [n]))
+    whole = coster.option(whole_stats) or _unbounded(coster, whole_stats)
+    gateway_ms = coster.io_ms(tuple(graph.outputs), tuple(graph.inputs))
+    if constraints.objective == "slo":
+        chosen = _pareto_dp(table, len(positions), constraints, gateway_ms)
+    else:
+        chosen = _scalar_dp(table, len(positions), constraints)
+    if chosen is None:
+        raise _explain_infeasible(graph, coster, constraints, table, positions, gateway_ms)
+    return Plan(graph, constraints, pricing, link, memory, chosen, whole, gateway_ms)
+
+
+def option_table(graph: Graph, coster: Coster, positions: list[int]) -> dict[tuple[int, int], list[Option]]:
+    """Options of every slice between two cut positions, keyed by position indices."""
+    index = {p: i for i, p in enumerate(positions)}
+    groups = {}
+    if coster.constraints.split:
+        groups = {(g.start, g.end): g for g in graph.split_groups(coster.constraints.dominance)}
+    table: dict[tuple[int, int], list[Option]] = {}
+    for i, start in enumerate(positions[:-1]):
+        for stats in sweep(graph, start, positions[i + 1 :]):
+            options = coster.options(stats, groups.get((stats.start, stats.end)))
+            if options:
+                table[(i, index[stats.end])] = options
+    return table
+
+
+def _key(option: Option, objective: str) -> tuple[float, float]:
+    if objective == "latency":
+        return option.latency_ms, option.cost_usd
+    return option.cost_usd, option.latency_ms
+
+
+def _scalar_dp(
+    table: Mapping[tuple[int, int], list[Option]], count: int, constraints: Constraints
+) -> list[Option] | None:
+    """Lexicographically best plan with at most `max_slices` slices (exact)."""
+    objective = constraints.objective
+    best_option = {pair: min(options, key=lambda o: _key(o, objective)) for pair, options in table.items()}
+    into: dict[int, list[tuple[int, Option]]] = {}
+    for (i, j), option in best_option.items():
+        into.setdefault(j, []).append((i, option))
+    # layer[c][j]: best (key, previous position, option) covering positions[0..j] with c slices
+    layer: list[dict[int, tuple[tuple[float, float], int, Option | None]]] = [{0: ((0.0, 0.0), -1, None)}]
+    final = count - 1
+    best_end: tuple[tuple[float, float], int] | None = None
+    for c in range(1, constraints.max_slices + 1):
+        previous, current = layer[-1], {}
+        for j in range(1, count):
+            for i, option in into.get(j, []):
+                if i not in previous:
+                    continue
+                before = previous[i][0]
+                key_ = _key(option, objective)
+                total = (before[0] + key_[0], before[1] + key_[1])
+                if j not in current or total < current[j][0]:
+                    current[j] = (total, i, option)
+        layer.append(current)
+        if final in current and (best_end is None or current[final][0] < best_end[0]):
+            best_end = (current[final][0], c)
+        if not current:
+            break
+    if best_end is None:
+        return None
+    chosen: list[Option] = []
+    j, c = final, best_end[1]
+    while c > 0:
+        _, i, option = layer[c][j]
+        assert option is not None
+        chosen.append(option)
+        j, c = i, c - 1
+    return chosen[::-1]
+
+
+@dataclass(frozen=True)
+class _Label:
+    cost: float
+    latency: float
+    slices: int
+    previous: _Label | None
+    option: Option | None
+
+
+def _pareto_dp(
+    table: Mapping[tuple[int, int], list[Option]], count: int, constraints: Constraints, gateway_ms: float
+) -> list[Option] | None:
+    """Cheapest plan whose predicted latency meets the SLO (exact over Pareto labels)."""
+    assert constraints.slo_ms is not None
+    budget = constraints.slo_ms - gateway_ms
+    into: dict[int, list[tuple[int, list[Option]]]] = {}
+    for (i, j), options in table.items():
+        into.setdefault(j, []).append((i, options))
+    labels: dict[int, list[_Label]] = {0: [_Label(0.0, 0.0, 0, None, None)]}
+    for j in range(1, count):
+        candidates = [
+            _Label(label.cost + o.cost_usd, label.latency + o.latency_ms, label.slices + 1, label, o)
+            for i, options in into.get(j, [])
+            for label in labels.get(i, [])
+            if label.slices < constraints.max_slices
+            for o in options
+            if label.latency + o.latency_ms <= budget + 1e-9
+        ]
+        labels[j] = _non_dominated(candidates)
+    final = labels.get(count - 1, [])
+    if not final:
+        return None
+    best = min(final, key=lambda label: (label.cost, label.latency))
+    chosen = []
+    label: _Label | None = best
+    while label is not None and label.option is not None:
+        chosen.append(label.option)
+        label = label.previous
+    return chosen[::-1]
+
+
+def _non_dominated(labels: list[_Label]) -> list[_Label]:
+    kept: list[_Label] = []
+    for label in sorted(labels, key=lambda x: (x.cost, x.latency, x.slices)):
+        if not any(k.latency <= label.latency and k.slices <= label.slices for k in kept):
+            kept.append(label)
+    return kept
+
+
+def _unbounded(coster: Coster, stats: SegmentStats) -> Option:
+    """The whole model priced without the pricing table's memory ceiling (for comparison only)."""
+    relaxed = Coster(coster.graph, coster.memory, coster.link, _no_ceiling(coster.pricing), Constraints())
+    option = relaxed.option(stats)
+    assert option is not None
+    return option
+
+
+def _no_ceiling(pricing: Pricing) -> Pricing:
+    return replace(pricing, memory_max_mb=10**9)
+
+
+def _explain_infeasible(
+    graph: Graph,
+    coster: Coster,
+    constraints: Constraints,
+    table: Mapping[tuple[int, int], list[Option]],
+    positions: list[int],
+    gateway_ms: float,
+) -> PlanError:
+    """Why no plan fits: an operator too big for any slice, or an SLO below the fastest plan."""
+    ceiling = min(coster.pricing.memory_max_mb, constraints.max_slice_memory_mb or 10**9)
+    splittable = {g.start for g in graph.split_groups(0.0)} if constraints.split else set()
+    for index, node in enumerate(graph.nodes):
+        stats = next(sweep(graph, index, [index + 1]))
+        need = coster.memory.need_bytes(stats, constraints.max_split if index in splittable else 1) / MB
+        if need > ceiling:
+            return PlanError(
+                f"operator {node.name} ({node.op_type}) alone needs {need:,.0f} MB, "
+                f"above the per-slice memory bound of {ceiling:,} MB"
+            )
+    if constraints.objective == "slo":
+        fastest = _scalar_dp(table, len(positions), replace(constraints, objective="latency", slo_ms=None))
+        if fastest is not None:
+            best = gateway_ms + sum(o.latency_ms for o in fastest)
+            return PlanError(f"SLO {constraints.slo_ms:g} ms is below the fastest possible latency {best:.2f} ms")
+    return PlanError(
+        f"no plan of at most {constraints.max_slices} slices fits the memory bound of {ceiling:,} MB per slice"
+    )

@@ -1,0 +1,39 @@
+"""The flow's steps strung together for a model and its profile: graph, memory model, plan.
+
+Shared by `mopar plan`, `mopar bench`, `mopar demo`, `mopar render` and the prepare Job
+(`mopar.operator.prepare.plan_spec`), so a plan is made the same way wherever it is made.
+"""
+
+from __future__ import annotations
+
+from mopar.model.modelfile import ModelFile
+from mopar.plan import graph as graphs
+from mopar.plan import pricing as pricing_tables
+from mopar.plan.linkmodel import LinkModel
+from mopar.plan.memory import calibrated
+from mopar.plan.planner import Constraints, Plan, plan
+from mopar.plan.segments import sweep
+from mopar.profile.profiler import Profile
+from slice_runtime.footprint import measure_peak_rss
+
+
+def plan_model(
+    model: ModelFile,
+    profile: Profile,
+    constraints: Constraints,
+    pricing: str = "lambda",
+    link: str | None = None,
+) -> Plan:
+    """The plan for `model` from its profile; the memory model calibrated on the profile's
+    measured whole-model peak (see `memory.calibrated`)."""
+    baseline = profile.totals.get("runtime_baseline_bytes") or measure_peak_rss(None, profile.machine["threads"])
+    graph = graphs.from_model(model.proto, profile)
+    whole = next(sweep(graph, 0, [len(graph)]))
+    memory = calibrated(int(baseline), profile.totals.get("peak_memory_bytes"), whole)
+    return plan(graph, memory, LinkModel.load(link), pricing_tables.load(pricing), constraints)
+
+
+def whole_plan(partitioned: Plan) -> Plan:
+    """The same model served as one function (what partitioning is measured against)."""
+    p = partitioned
+    return Plan(p.graph, p.constraints, p.pricing, p.link, p.memory, [p.whole], p.whole, p.gateway_ms)

@@ -1,0 +1,1 @@
+"""Stage 1: per-node profile of a model (time, memory, FLOPs, compressibility, split costs)."""

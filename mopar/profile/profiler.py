@@ -1,0 +1,383 @@
+"""Per-node profile of a model: onnxruntime's own kernel timings, weights, outputs, FLOPs.
+
+The trace is onnxruntime's Chrome-trace JSON: events with `cat == "Node"` whose name
+ends in `_kernel_time` carry a node's kernel time in microseconds (`dur`); events named
+`model_run` delimit runs. Optimised graphs rename or fuse nodes, so every timing is
+mapped back to a node of the original graph (by name, else by the tensor it writes,
+else to the node that ran just before it), and later stages can cut around any cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from mopar.errors import UsageError
+from mopar.model.modelfile import ModelFile
+from mopar.profile import shapes, splitcost
+from mopar.profile.compressibility import measure_ratios
+from mopar.profile.flops import node_flops
+from slice_runtime.footprint import measure_peak_rss
+from slice_runtime.sessions import open_session
+from slice_runtime.tensors import TensorSpec, random_inputs
+
+FORMAT = "mopar.profile/v1"
+KERNEL_SUFFIX = "_kernel_time"
+# What onnxruntime adds to the names of nodes it rewrites: a prefix on fused nodes
+# ("fused classifier.fc1/Gemm"), a suffix on the tensor a re-laid-out node is named after.
+_REWRITE_PREFIXES = ("fused ",)
+_REWRITE_SUFFIXES = ("_nchwc",)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total), see console.progress
+
+
+@dataclass
+class NodeProfile:
+    name: str
+    op_type: str
+    latency_ms: float
+    weight_bytes: int
+    output_bytes: int
+    flops: int | None
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outputs"] = [o.to_json() for o in self.outputs]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NodeProfile:
+        return cls(
+            name=data["name"],
+            op_type=data["op_type"],
+            latency_ms=float(data["latency_ms"]),
+            weight_bytes=int(data["weight_bytes"]),
+            output_bytes=int(data["output_bytes"]),
+            flops=None if data.get("flops") is None else int(data["flops"]),
+            outputs=[TensorSpec.from_json(o) for o in data.get("outputs", [])],
+        )
+
+
+@dataclass
+class Profile:
+    model: dict[str, Any]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    nodes: list[NodeProfile]
+    totals: dict[str, Any]
+    # {tensor: {codec setting: compression ratio}}, measured on the profiling run's activations
+    compression: dict[str, dict[str, float]] = field(default_factory=dict)
+    # {operator: serial fraction}: the share of its time a split does not divide (`splitcost`)
+    split_serial_fractions: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "machine": self.machine,
+            "settings": self.settings,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "nodes": [n.to_json() for n in self.nodes],
+            "totals": self.totals,
+            "compression": self.compression,
+            "split_serial_fractions": self.split_serial_fractions,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Profile:
+        if data.get("format") != FORMAT:
+            raise UsageError(f"not a mopar profile (format {data.get('format')!r}, expected {FORMAT!r})")
+        return cls(
+            model=dict(data["model"]),
+            machine=dict(data["machine"]),
+            settings=dict(data["settings"]),
+            inputs=[TensorSpec.from_json(s) for s in data["inputs"]],
+            outputs=[TensorSpec.from_json(s) for s in data["outputs"]],
+            nodes=[NodeProfile.from_json(n) for n in data["nodes"]],
+            totals=dict(data["totals"]),
+            compression={k: dict(v) for k, v in data.get("compression", {}).items()},
+            split_serial_fractions={k: float(v) for k, v in data.get("split_serial_fractions", {}).items()},
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise UsageError(f"{path}: not a mopar profile ({error})") from None
+
+    @property
+    def tensor_specs(self) -> dict[str, TensorSpec]:
+        specs = {s.name: s for s in self.inputs}
+        for node in self.nodes:
+            specs.update((o.name, o) for o in node.outputs)
+        return specs
+
+
+def profile_model(
+    model: ModelFile,
+    runs: int = 10,
+    warmup: int = 2,
+    threads: int = 1,
+    optimization: str = "all",
+    measure_memory: bool = True,
+    measure_compression: bool = True,
+    measure_splits: bool = True,
+    progress: Progress | None = None,
+) -> Profile:
+    """Profile `model`: `warmup` unrecorded runs, then medians over `runs` runs."""
+    if runs < 1 or warmup < 0:
+        raise UsageError(f"--runs must be at least 1 (got {runs}) and --warmup at least 0 (got {warmup})")
+    report = progress or (lambda phase, done, total: None)
+    feeds = random_inputs(model.inputs, seed=0, ranges=model.input_ranges)
+    serialized = model.serialized()
+    graph = model.proto.graph
+
+    report("shapes", 0, 1)
+    specs = shapes.tensor_specs(model.proto, feeds)
+    report("shapes", 1, 1)
+    compression = {}
+    if measure_compression:
+        compression = measure_ratios(model.proto, feeds, specs, lambda done, total: report("codecs", done, total))
+
+    with tempfile.TemporaryDirectory(prefix="mopar-profile-") as tmp:
+        session = open_session(serialized, threads, optimization, profile_prefix=os.path.join(tmp, "trace"))
+        for i in range(warmup + runs):
+            session.run(None, feeds)
+            report("profile", i + 1, warmup + runs)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        del session
+
+        wall = _time_runs(open_session(serialized, threads, optimization), feeds, warmup, runs, report)
+
+        peak = baseline = None
+        if measure_memory:
+            report("memory", 0, 2)
+            model_path = Path(tmp) / "model.onnx"
+            model_path.write_bytes(serialized)
+            peak = measure_peak_rss(model_path, threads, optimization)
+            report("memory", 1, 2)
+            baseline = measure_peak_rss(None, threads, optimization)
+            report("memory", 2, 2)
+
+    producers = {out: node.name for node in graph.node for out in node.output}
+    per_node, fallback_ms = node_latencies(
+        events, [n.name for n in graph.node], producers, warmup, _chain_parents(graph)
+    )
+    weight_bytes = _weight_bytes_by_node(graph)
+    shape_of = {name: spec.shape for name, spec in specs.items()}
+    shape_of.update({t.name: tuple(t.dims) for t in graph.initializer})
+    nodes = []
+    for node in graph.node:
+        outputs = [specs[o] for o in node.output if o in specs]
+        nodes.append(
+            NodeProfile(
+                name=node.name,
+                op_type=node.op_type,
+                latency_ms=round(per_node.get(node.name, 0.0), 4),
+                weight_bytes=weight_bytes.get(node.name, 0),
+                output_bytes=sum(o.nbytes for o in outputs),
+                flops=node_flops(node, shape_of),
+                outputs=outputs,
+            )
+        )
+    fractions: dict[str, float] = {}
+    if measure_splits:
+        names = splitcost.candidates(model.proto, {n.name: n.latency_ms for n in nodes})
+        fractions = splitcost.serial_fractions(
+            model.proto, specs, names, threads, optimization, progress=lambda done, total: report("splits", done, total)
+        )
+    known_flops = [n.flops for n in nodes if n.flops is not None]
+    totals = {
+        "latency_ms": round(statistics.median(wall), 4),
+        "profiled_run_ms": round(statistics.median(ms for _, ms in _runs(events)[warmup:]), 4),
+        "node_latency_ms": round(sum(n.latency_ms for n in nodes), 4),
+        "fallback_attributed_ms": round(fallback_ms, 4),
+        "weight_bytes": model.weight_bytes,
+        "flops": sum(known_flops),
+        "peak_memory_bytes": peak,
+        "runtime_baseline_bytes": baseline,
+    }
+    return Profile(
+        model={"name": model.name, "sha256": model.sha256, "file": str(model.path)},
+        machine=machine_facts(threads, optimization),
+        settings={"runs": runs, "warmup": warmup, "input_shapes": {k: list(v) for k, v in model.input_shapes.items()}},
+        inputs=model.inputs,
+        outputs=[specs.get(o.name, o) for o in model.outputs],
+        nodes=nodes,
+        totals=totals,
+        compression=compression,
+        split_serial_fractions=fractions,
+    )
+
+
+def node_latencies(
+    events: Iterable[Mapping[str, Any]],
+    node_names: Sequence[str],
+    producers: Mapping[str, str],
+    warmup: int,
+    chain_parent: Mapping[str, str] | None = None,
+) -> tuple[dict[str, float], float]:
+    """Median kernel time in ms per original node over the runs after `warmup`.
+
+    A fused kernel is named after the tensor it writes, often the activation at the end
+    of the chain; `chain_parent` (node -> the producer of its only data input, where that
+    tensor has no other consumer) moves its time back to the first node of the chain that
+    has no kernel of its own, so a Conv+Relu's time lands on the Conv, beside its weights.
+
+    Returns the medians and the median time per run that could only be attributed to
+    the node that ran before it (kernels onnxruntime inserted, such as layout reorders).
+    """
+    events = list(events)
+    runs = [(start, start + ms * 1000.0) for start, ms in _runs(events)[warmup:]]
+    kernels = sorted(
+        (e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)),
+        key=lambda e: e["ts"],
+    )
+    known = set(node_names)
+    parents = chain_parent or {}
+    with_kernel = {
+        node for e in kernels if (node := _original_node(e["name"][: -len(KERNEL_SUFFIX)], known, producers))
+    }
+
+    def chain_head(node: str) -> str:
+        while node in parents and parents[node] not in with_kernel:
+            node = parents[node]
+        return node
+
+    per_run: list[dict[str, float]] = []
+    fallback_per_run: list[float] = []
+    for start, end in runs:
+        times: dict[str, float] = defaultdict(float)
+        fallback, previous, orphans = 0.0, None, 0.0
+        for event in kernels:
+            if not start <= event["ts"] <= end:
+                continue
+            ms = event["dur"] / 1000.0
+            node = _original_node(event["name"][: -len(KERNEL_SUFFIX)], known, producers)
+            if node is not None:
+                node = chain_head(node)
+            if node is None:
+                fallback += ms
+                if previous is None:
+                    orphans += ms  # before any known node: goes to the first one
+                else:
+                    times[previous] += ms
+                continue
+            times[node] += ms + orphans
+            orphans, previous = 0.0, node
+        per_run.append(times)
+        fallback_per_run.append(fallback)
+    medians = {name: statistics.median(run.get(name, 0.0) for run in per_run) for name in node_names} if per_run else {}
+    return medians, statistics.median(fallback_per_run) if fallback_per_run else 0.0
+
+
+def _runs(events: Iterable[Mapping[str, Any]]) -> list[tuple[float, float]]:
+    """(start timestamp in us, duration in ms) of every `model_run` in the trace, in order."""
+    return sorted(
+        (e["ts"], e["dur"] / 1000.0) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+
+
+def _original_node(trace_name: str, known: set[str], producers: Mapping[str, str]) -> str | None:
+    names = [trace_name, *(trace_name.removeprefix(p) for p in _REWRITE_PREFIXES if trace_name.startswith(p))]
+    for name in names:
+        if name in known:
+            return name
+    for name in names:
+        for candidate in (name, *(name.removesuffix(s) for s in _REWRITE_SUFFIXES)):
+            if candidate in producers:
+                return producers[candidate]
+    return None
+
+
+def _time_runs(
+    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], warmup: int, runs: int, report: Progress
+) -> list[float]:
+    for _ in range(warmup):
+        session.run(None, dict(feeds))
+    wall = []
+    for i in range(runs):
+        start = time.perf_counter()
+        session.run(None, dict(feeds))
+        wall.append((time.perf_counter() - start) * 1000.0)
+        report("timing", i + 1, runs)
+    return wall
+
+
+def _chain_parents(graph: onnx.GraphProto) -> dict[str, str]:
+    """node -> producer of its first data input, where this node is that tensor's only consumer."""
+    initializers = {t.name for t in graph.initializer}
+    producers = {out: node.name for node in graph.node for out in node.output}
+    consumers: dict[str, int] = defaultdict(int)
+    for node in graph.node:
+        for name in set(node.input):
+            consumers[name] += 1
+    parents = {}
+    for node in graph.node:
+        data = [i for i in node.input if i and i not in initializers]
+        if data and data[0] in producers and consumers[data[0]] == 1:
+            parents[node.name] = producers[data[0]]
+    return parents
+
+
+def _weight_bytes_by_node(graph: onnx.GraphProto) -> dict[str, int]:
+    """Initializer bytes per node; a weight shared by several nodes counts at its first
+    consumer, so the per-node figures add up to the model's total."""
+    sizes = {t.name: _initializer_bytes(t) for t in graph.initializer}
+    counted: set[str] = set()
+    result: dict[str, int] = {}
+    for node in graph.node:
+        mine = [name for name in node.input if name in sizes and name not in counted]
+        counted.update(mine)
+        result[node.name] = sum(sizes[name] for name in mine)
+    return result
+
+
+def _initializer_bytes(tensor: onnx.TensorProto) -> int:
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def machine_facts(threads: int, optimization: str) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "threads": threads,
+        "optimization": optimization,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

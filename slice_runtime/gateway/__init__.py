@@ -1,0 +1,1 @@
+"""The Open Inference Protocol in front of a partitioned model: core, HTTP adapter, entry point."""

@@ -1,0 +1,76 @@
+"""`mopar gateway`: settings from options and MOPAR_* variables (see `options`), then the
+REST adapter in front of the data plane and its slice workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from slice_runtime import manifest as manifests
+from slice_runtime.config import env_str
+from slice_runtime.errors import SettingError
+from slice_runtime.gateway.client import HttpSlices
+from slice_runtime.gateway.core import DataPlane, RetryPolicy
+from slice_runtime.gateway.http import build_app
+from slice_runtime.store import open_transport
+
+log = logging.getLogger("mopar.gateway")
+
+
+def endpoints_from(args: argparse.Namespace) -> dict[str, str]:
+    pairs = list(args.slice_url)
+    if not pairs and env_str("MOPAR_SLICE_URLS"):
+        pairs = str(env_str("MOPAR_SLICE_URLS")).split(",")
+    endpoints = {}
+    for pair in pairs:
+        slice_id, sep, url = pair.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise SettingError(f"--slice-url wants ID=http://host:port, got {pair!r}")
+        endpoints[slice_id] = url.rstrip("/")
+    return endpoints
+
+
+def make_plane(args: argparse.Namespace) -> DataPlane:
+    if not args.manifest:
+        raise SettingError("mopar gateway needs --manifest (or MOPAR_MANIFEST)")
+    manifest = manifests.load(Path(args.manifest))
+    endpoints = endpoints_from(args)
+    missing = [e.id for e in manifest.slices if e.id not in endpoints]
+    if missing:
+        raise SettingError(f"no --slice-url for slice(s) {', '.join(missing)}")
+    try:
+        transport = open_transport(args.transport, args.namespace, manifest.name)
+    except ValueError as error:
+        raise SettingError(str(error)) from None
+    return DataPlane(
+        manifest,
+        transport,
+        HttpSlices(endpoints, args.call_timeout),
+        name=args.name,
+        retry=RetryPolicy(attempts=args.retries + 1),
+        request_timeout=args.request_timeout,
+        ttl_seconds=args.ttl,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    plane = make_plane(args)
+    app = build_app(plane, int(args.max_body_mb * 2**20))
+
+    async def close(app: web.Application) -> None:
+        await plane.slices.close()
+        await plane.transport.close()
+
+    app.on_cleanup.append(close)
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        shutdown_timeout=60.0,
+        print=lambda *_: log.info("serving %s on %s:%d", plane.name, args.host, args.port),
+    )
+    return 0

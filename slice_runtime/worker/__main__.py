@@ -1,0 +1,3 @@
+from slice_runtime.worker.entry import run_module
+
+run_module()

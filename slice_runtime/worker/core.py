@@ -1,0 +1,226 @@
+"""One slice's run logic, without HTTP: read the request's inputs from the store, run
+onnxruntime, write the outputs under the request's id, and keep the figures `/stats` shows.
+
+The slice file comes from the manifest's directory or, by its sha256, from the artifact
+store (verified). onnxruntime runs in a thread so the event loop keeps answering health
+checks; at most `concurrency` runs share the thread budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slice_runtime import codec, metrics, probes
+from slice_runtime import manifest as manifests
+from slice_runtime.errors import ManifestError, MissingTensors, TransportError
+from slice_runtime.footprint import peak_rss_bytes, rss_bytes
+from slice_runtime.sessions import open_serving_session
+from slice_runtime.store import Transport, open_transport
+
+log = logging.getLogger("mopar.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    manifest: Path
+    slice_id: str
+    transport: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "default"
+    host: str = "0.0.0.0"
+    port: int = 8080
+    threads: int = 1
+    concurrency: int = 1
+    codec_name: str = "auto"  # auto: the planner's setting per tensor (manifest); else one setting for all
+    compress_threshold: int = codec.DEFAULT_THRESHOLD_BYTES
+    ttl_seconds: float = 300.0
+    artifacts: str | None = None  # Redis URL of the artifact store, when the file is not beside the manifest
+    cache_dir: Path = Path("/tmp/mopar-cache")
+
+
+class SliceWorker:
+    """One slice: its session, its transport, and the run logic (no HTTP in here)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.manifest = manifests.load(settings.manifest)
+        entries = {e.id: e for e in self.manifest.slices}
+        if settings.slice_id not in entries:
+            raise ManifestError(f"slice {settings.slice_id!r} is not in the manifest; it has: {', '.join(entries)}")
+        self.entry = entries[settings.slice_id]
+        self.labels = {"model": self.manifest.name, "slice": self.entry.id}
+        # Each output's codec (auto: the planner's choice in the manifest), parsed once: a bad
+        # setting fails at start, not at the first request.
+        self.output_codecs = {
+            spec.name: self._codec_setting(spec.name, settings.codec_name) for spec in self.entry.outputs
+        }
+        self.executor = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="onnxruntime")
+        self.slots = asyncio.Semaphore(settings.concurrency)
+        self.session: Any = None
+        self.transport: Transport | None = None
+        self.in_flight = 0
+        self.runs = 0
+        # (read, compute, write, total) ms of recent runs, and bytes moved: what `mopar bench` reads
+        self.recent: deque[tuple[float, float, float, float]] = deque(maxlen=1024)
+        self.moved = {"read_raw": 0, "read_wire": 0, "write_raw": 0, "write_wire": 0}
+        self.store_reachable = probes.ThrottledCheck(self._ping_store)
+        self.idle_rss_bytes = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        path = await asyncio.get_running_loop().run_in_executor(self.executor, self._slice_file)
+        self.transport = open_transport(self.settings.transport, self.settings.namespace, self.manifest.name)
+        # What the process holds before its slice: the interpreter, onnxruntime, the HTTP server
+        # and the store's client. Every slice pays it for every millisecond it runs.
+        self.idle_rss_bytes = rss_bytes()
+        started = time.perf_counter()
+        self.session = await asyncio.get_running_loop().run_in_executor(
+            self.executor, open_serving_session, path, self.settings.threads
+        )
+        log.info("slice %s loaded from %s in %.2f s", self.entry.id, path, time.perf_counter() - started)
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
+        self.executor.shutdown(wait=True)
+
+    def _slice_file(self) -> Path:
+        local = self.manifest.path_of(self.entry)
+        if local.exists():
+            if manifests.sha256_file(local) != self.entry.sha256:
+                raise ManifestError(f"{local}: sha256 does not match the manifest")
+            return local
+        if not self.settings.artifacts:
+            raise ManifestError(f"{local} is missing and no artifact store was given (--artifacts)")
+        from slice_runtime.store.artifacts import ArtifactStore
+
+        store = ArtifactStore(self.settings.artifacts, self.settings.namespace)
+        target = self.settings.cache_dir / f"{self.entry.sha256}.onnx"
+        if not target.exists():
+            store.fetch_to(self.entry.sha256, target)
+        if self.entry.data_file and self.entry.data_sha256:
+            data = self.settings.cache_dir / self.entry.data_file
+            if not data.exists():
+                store.fetch_to(self.entry.data_sha256, data)
+        return target
+
+    # -- health ------------------------------------------------------------------
+    async def _ping_store(self) -> bool:
+        try:
+            assert self.transport is not None
+            await self.transport.ping()
+            ok = True
+        except TransportError:
+            ok = False
+        metrics.STORE_UP.labels(model=self.manifest.name).set(1 if ok else 0)
+        return ok
+
+    async def ready(self) -> bool:
+        ready = self.session is not None and await self.store_reachable()
+        metrics.SLICE_READY.labels(**self.labels).set(1 if ready else 0)
+        return ready
+
+    # -- the work ----------------------------------------------------------------
+    async def run(self, request_id: str) -> dict[str, Any]:
+        assert self.transport is not None and self.session is not None
+        labels = self.labels
+        self.in_flight += 1
+        metrics.SLICE_IN_FLIGHT.labels(**labels).inc()
+        started = time.perf_counter()
+        try:
+            async with self.slots:
+                names = [s.name for s in self.entry.inputs]
+                frames = await self.transport.get(request_id, names)
+                feeds = {name: codec.decode(frame) for name, frame in zip(names, frames)}
+                read_done = time.perf_counter()
+                wanted = [s.name for s in self.entry.outputs]
+                arrays = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.session.run, wanted, feeds
+                )
+                compute_done = time.perf_counter()
+                encoded, report = self._encode(dict(zip(wanted, arrays)))
+                await self.transport.put(request_id, encoded, self.settings.ttl_seconds)
+                write_done = time.perf_counter()
+        except Exception as error:
+            if isinstance(error, MissingTensors):
+                outcome = "input_missing"
+            else:
+                outcome = "store_error" if isinstance(error, TransportError) else "error"
+            metrics.SLICE_REQUESTS.labels(**labels, outcome=outcome).inc()
+            raise
+        finally:
+            self.in_flight -= 1
+            metrics.SLICE_IN_FLIGHT.labels(**labels).dec()
+        metrics.SLICE_REQUESTS.labels(**labels, outcome="ok").inc()
+        metrics.SLICE_INFERENCE.labels(**labels).observe(compute_done - read_done)
+        metrics.SLICE_TRANSPORT.labels(**labels, direction="read").observe(read_done - started)
+        metrics.SLICE_TRANSPORT.labels(**labels, direction="write").observe(write_done - compute_done)
+        raw_in = sum(codec.frame_info(f)[0] for f in frames)
+        wire_in = sum(len(f) for f in frames)
+        metrics.SLICE_BYTES.labels(**labels, direction="read", encoding="raw").inc(raw_in)
+        metrics.SLICE_BYTES.labels(**labels, direction="read", encoding="wire").inc(wire_in)
+        self.moved["read_raw"] += raw_in
+        self.moved["read_wire"] += wire_in
+        self.moved["write_raw"] += sum(r["raw_bytes"] for r in report.values())
+        self.moved["write_wire"] += sum(r["wire_bytes"] for r in report.values())
+        timings = (
+            (read_done - started) * 1000.0,
+            (compute_done - read_done) * 1000.0,
+            (write_done - compute_done) * 1000.0,
+            (write_done - started) * 1000.0,
+        )
+        self.runs += 1
+        self.recent.append(timings)
+        return {
+            "request_id": request_id,
+            "slice": self.entry.id,
+            "outputs": report,
+            "timings_ms": dict(zip(("read", "compute", "write", "total"), (round(t, 3) for t in timings))),
+        }
+
+    def _codec_setting(self, tensor: str, codec_name: str) -> tuple[str, codec.CodecSetting]:
+        name = self.entry.codecs.get(tensor, "none") if codec_name == "auto" else codec_name
+        return name, codec.CodecSetting.parse(name)
+
+    def _encode(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, bytes], dict[str, Any]]:
+        encoded, report = {}, {}
+        for name, array in arrays.items():
+            setting_name, setting = self.output_codecs[name]
+            frame = codec.encode(array, setting, self.settings.compress_threshold)
+            encoded[name] = frame
+            raw, wire = codec.frame_info(frame)
+            report[name] = {"raw_bytes": raw, "wire_bytes": wire, "codec": setting_name}
+            metrics.SLICE_BYTES.labels(**self.labels, direction="write", encoding="raw").inc(raw)
+            metrics.SLICE_BYTES.labels(**self.labels, direction="write", encoding="wire").inc(wire)
+        return encoded, report
+
+    def stats(self) -> dict[str, Any]:
+        """Runs, peak RSS, median read/compute/write/total ms of recent runs, bytes moved."""
+        columns = list(zip(*self.recent)) or [[], [], [], []]
+        medians = {
+            f"{name}_ms": round(statistics.median(values), 3) if values else None
+            for name, values in zip(("read", "compute", "write", "total"), columns)
+        }
+        return {
+            "slice": self.entry.id,
+            "model": self.manifest.name,
+            "runs": self.runs,
+            "in_flight": self.in_flight,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "idle_rss_bytes": self.idle_rss_bytes,
+            **medians,
+            **{f"{k}_bytes": v for k, v in self.moved.items()},
+        }
+
+    def reset_stats(self) -> None:
+        self.recent.clear()
+        self.moved = dict.fromkeys(self.moved, 0)

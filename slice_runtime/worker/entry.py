@@ -1,0 +1,67 @@
+"""`mopar worker` (and `python -m slice_runtime.worker`): settings from options and MOPAR_*
+variables, then the worker's HTTP server. On SIGTERM the server stops accepting and finishes
+the runs in flight."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from slice_runtime.errors import RuntimeFailure, SettingError
+from slice_runtime.options import add_worker_arguments
+from slice_runtime.worker.core import SliceWorker, WorkerSettings
+from slice_runtime.worker.http import build_app
+
+log = logging.getLogger("mopar.worker")
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    if not args.manifest or not args.slice:
+        raise SettingError("mopar worker needs --manifest and --slice (or MOPAR_MANIFEST and MOPAR_SLICE)")
+    return WorkerSettings(
+        manifest=Path(args.manifest),
+        slice_id=args.slice,
+        transport=args.transport,
+        namespace=args.namespace,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        concurrency=args.concurrency,
+        codec_name=args.codec,
+        compress_threshold=args.compress_threshold,
+        ttl_seconds=args.ttl,
+        artifacts=args.artifacts,
+        cache_dir=Path(args.cache_dir),
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = settings_from_args(args)
+    try:
+        worker = SliceWorker(settings)
+    except ValueError as error:
+        raise SettingError(str(error)) from None
+    # Graceful: on SIGTERM aiohttp stops accepting and waits for runs in flight.
+    web.run_app(
+        build_app(worker),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=60.0,
+        print=lambda *_: log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port),
+    )
+    return 0
+
+
+def run_module() -> None:
+    """`python -m slice_runtime.worker`, as `mopar serve` starts workers (no `mopar` import)."""
+    parser = argparse.ArgumentParser(prog="mopar worker", description="Serve one slice of a partitioned model.")
+    add_worker_arguments(parser)
+    try:
+        sys.exit(main(parser.parse_args()))
+    except RuntimeFailure as failure:
+        sys.exit(f"mopar worker: error: {failure}")

@@ -1,0 +1,243 @@
+"""The command line: --help everywhere; bad input is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from mopar.cli.main import build_parser
+from tests.conftest import run_cli
+
+
+def _subcommand_paths() -> list[list[str]]:
+    paths: list[list[str]] = []
+
+    def walk(parser, prefix: list[str]) -> None:  # type: ignore[no-untyped-def]
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    paths.append([*prefix, name])
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _subcommand_paths(), ids=lambda p: " ".join(p))
+def test_every_subcommand_has_help(path: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*path, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: mopar" in capsys.readouterr().out
+
+
+def _symbolic_model(path: Path) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def _assert_one_line_error(done, *fragments: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit status 2, no traceback, and the error on one line (after any progress lines)."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and done.stderr.strip().splitlines()[-1] == errors[0], done.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_missing_file(tmp_path) -> None:
+    _assert_one_line_error(run_cli("profile", str(tmp_path / "nope.onnx")), "nope.onnx", "no such file")
+
+
+def test_file_that_is_not_onnx(tmp_path) -> None:
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n" * 20)
+    _assert_one_line_error(run_cli("profile", str(text)), "notes.onnx", "not an ONNX model")
+
+
+def test_random_bytes_are_not_onnx(tmp_path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(bytes(range(256)) * 8)
+    _assert_one_line_error(run_cli("profile", str(junk)), "junk.onnx")
+
+
+def test_symbolic_input_without_input_shape(tmp_path) -> None:
+    path = _symbolic_model(tmp_path / "dynamic.onnx")
+    _assert_one_line_error(run_cli("profile", str(path)), "'x'", "symbolic", "--input-shape x=")
+
+
+def test_symbolic_input_with_input_shape_profiles(tmp_path) -> None:
+    path = _symbolic_model(tmp_path / "dynamic.onnx")
+    done = run_cli("profile", str(path), "--input-shape", "x=3x4", "--runs", "2", "--no-memory")
+    assert done.returncode == 0, done.stderr
+    assert "relu" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "shape, fragment",
+    [("x=3by4", "NAME=DIM"), ("nosuch=3x4", "'nosuch'"), ("x=3x4x5", "2"), ("x=3x5", "cannot become 5")],
+)
+def test_bad_input_shapes(tmp_path, shape: str, fragment: str) -> None:
+    path = _symbolic_model(tmp_path / "dynamic.onnx")
+    _assert_one_line_error(run_cli("profile", str(path), "--input-shape", shape), fragment)
+
+
+def test_unknown_zoo_name(tmp_path) -> None:
+    _assert_one_line_error(run_cli("models", "build", "alexnet", "-o", str(tmp_path / "a.onnx")), "alexnet", "resnet50")
+
+
+def test_usage_mistakes_are_one_line_too() -> None:
+    _assert_one_line_error(run_cli("profile"), "model")
+    _assert_one_line_error(run_cli("profile", "x.onnx", "--runs", "many"), "--runs")
+
+
+def test_plan_slice_verify_end_to_end(small_model, tmp_path) -> None:
+    model = str(small_model("resnet50"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    done = run_cli("plan", model, "--objective", "latency", "-o", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert "predicted, per request" in done.stdout and "resource efficiency" in done.stdout
+    done = run_cli("slice", model, "--plan", str(plan), "-o", str(slices))
+    assert done.returncode == 0, done.stderr
+    assert (slices / "manifest.json").exists()
+    done = run_cli("verify", str(slices), "--model", model, "--trials", "2")
+    assert done.returncode == 0, done.stderr
+    assert "within tolerance" in done.stdout
+
+
+def test_verify_fails_with_exit_1_when_a_slice_computes_something_else(small_model, tmp_path) -> None:
+    import json
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    from slice_runtime.manifest import sha256_file
+
+    model = str(small_model("mobilenetv2"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "--objective", "latency", "--max-slices", "3", "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    manifest = json.loads((slices / "manifest.json").read_text())
+    first = slices / manifest["slices"][0]["file"]
+    proto = onnx.load(str(first))
+    weight = proto.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(1.01), weight.name))
+    onnx.save_model(proto, str(first))
+    manifest["slices"][0]["sha256"] = sha256_file(first)
+    (slices / "manifest.json").write_text(json.dumps(manifest))
+    done = run_cli("verify", str(slices), "--model", model, "--trials", "1")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "NO" in done.stdout and "beyond tolerance" in done.stderr
+
+
+def test_a_corrupt_slice_file_is_refused(small_model, tmp_path) -> None:
+    model = str(small_model("lstm"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    target = next(slices.glob("s*.onnx"))
+    target.write_bytes(target.read_bytes()[:-10])
+    _assert_one_line_error(run_cli("verify", str(slices), "--model", model), target.name, "sha256")
+
+
+def test_unsatisfiable_plans_name_the_bound(small_model) -> None:
+    model = str(small_model("bert-base"))
+    _assert_one_line_error(run_cli("plan", model, "--max-slice-memory", "100"), "memory bound of 100 MB")
+    _assert_one_line_error(
+        run_cli("plan", model, "--objective", "slo", "--slo-ms", "0.001"), "below the fastest possible latency"
+    )
+    _assert_one_line_error(run_cli("plan", model, "--objective", "slo"), "--slo-ms")
+
+
+def test_serve_answers_v2_requests_and_stops_cleanly_on_ctrl_c(small_model, tmp_path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mopar.model.modelfile import load_model
+    from slice_runtime import v2
+    from slice_runtime.local import free_port
+    from slice_runtime.tensors import random_inputs
+
+    model = str(small_model("mobilenetv2"))
+    plan, slices = tmp_path / "plan.json", tmp_path / "slices"
+    assert run_cli("plan", model, "-o", str(plan)).returncode == 0
+    assert run_cli("slice", model, "--plan", str(plan), "-o", str(slices)).returncode == 0
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mopar", "serve", str(slices), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "mopar serve did not become ready"
+                time.sleep(0.2)
+        body, headers = v2.encode_request(random_inputs(load_model(model).inputs))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/mobilenetv2/infer", data=body, headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["outputs"][0]["shape"] == [1, 1000]
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(30) == 0
+    assert "stopping" in server.stderr.read().decode()  # type: ignore[union-attr]
+
+
+def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "result.json"
+    done = run_cli(
+        "bench",
+        str(small_model("resnet50")),
+        "--requests",
+        "5",
+        "--objective",
+        "latency",
+        "--max-slices",
+        "3",
+        "-o",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {"model", "machine", "settings", "whole", "partitioned", "ratios"} <= set(result)
+    for side in ("whole", "partitioned"):
+        figures = result[side]
+        assert {
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "throughput_rps",
+            "memory_mb",
+            "gb_seconds",
+            "cost_per_million_usd",
+            "resource_efficiency",
+        } <= set(figures)
+        assert set(figures["cost_per_million_usd"]) == {"lambda", "lambda-cpu-scaled", "knative"}
+        assert figures["mismatched_outputs"] == 0
+    for entry in result["partitioned"]["slices"]:
+        assert {"rss_mb", "time_ms", "bytes_raw", "bytes_compressed"} <= set(entry)
+        assert entry["rss_mb"] > 50  # measured from the worker process, not guessed
+    assert {"cost", "latency_p50", "resource_efficiency"} <= set(result["ratios"])
