@@ -15,7 +15,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: $(VENV)/.installed
 	$(BIN)/mopar demo
 
-test: $(VENV)/.installed-test system-deps
+# Static checks first (seconds), then the suite: ruff, the layout's import contracts
+# (pyproject.toml [tool.importlinter]) and mypy with the project's config.
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
@@ -48,7 +50,10 @@ system-deps:
 	fi
 
 lint: $(VENV)/.installed-test
-	$(BIN)/python -m ruff check mopar slice_runtime tests
+	$(BIN)/python -m ruff check mopar slice_runtime tests benchmarks
+	$(BIN)/python -m ruff format --check mopar slice_runtime tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) mopar-demo .pytest_cache

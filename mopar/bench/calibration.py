@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def measure_codecs(repeat: int = 7, seed: int = 0) -> dict[str, CodecSpeed]:
         encode, decode = [], []
         for sample in samples:
             frame = codec.encode(sample, setting)
-            encode.append(sample.nbytes / _median_ms(lambda s=sample, c=setting: codec.encode(s, c), repeat))
-            decode.append(sample.nbytes / _median_ms(lambda f=frame: codec.decode(f), repeat))
+            encode.append(sample.nbytes / _median_ms(partial(codec.encode, sample, setting), repeat))
+            decode.append(sample.nbytes / _median_ms(partial(codec.decode, frame), repeat))
         speeds[setting.name] = CodecSpeed(round(statistics.median(encode)), round(statistics.median(decode)))
     return speeds
 

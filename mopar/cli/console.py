@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 # Piped output (files, CI logs, the README) gets a fixed, wide-enough width instead of 80.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -26,7 +26,7 @@ def progress(description: str) -> Iterator[Report]:
         TimeElapsedColumn(),
         console=err,
     ) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

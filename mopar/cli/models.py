@@ -5,15 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mopar.cli.console import err, out
 from mopar.errors import UsageError
 from mopar.model import zoo
 
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
+
+class _ZooRow(TypedDict):
+    name: str
+    category: str
+    params: int
+    published_params: int | None
+
 
 def list_models(args: argparse.Namespace) -> int:
-    rows = [
+    rows: list[_ZooRow] = [
         {
             "name": m.name,
             "category": m.category,
@@ -28,15 +38,16 @@ def list_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="mopar model zoo (random weights, seed 0; full size)")
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("name", "left"),
         ("category", "left"),
         ("params", "right"),
         ("published", "right"),
         ("diff", "right"),
         ("architecture", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
     for row, model in zip(rows, zoo.MODELS):
         published = row["published_params"]
         diff = "-" if not published else f"{100 * (row['params'] - published) / published:+.2f} %"

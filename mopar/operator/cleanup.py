@@ -25,7 +25,8 @@ async def clean_up(ctx: Context) -> None:
     except SpecError:
         return  # it never ran: nothing of it is stored
     url = await redis_url(ctx, spec)
-    ours, others = set(), set()
+    ours: set[str] = set()  # sha256s of this model's files
+    others: set[str] = set()  # and of every other model's, which may share some
     for plan in await ctx.kube.list(CONFIGMAPS, ctx.namespace, {names.PLAN_LABEL: "true"}):
         try:
             digests = manifests.loads(plan.get("data", {}).get(names.MANIFEST_KEY, "")).digests()

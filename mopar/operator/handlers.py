@@ -25,6 +25,16 @@ from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import GROUP, PLURAL, VERSION
 
 
+def _context(
+    body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None, uid: str, memo: kopf.Memo
+) -> Context:
+    # Kopf's handler signature allows no namespace (cluster-scoped kinds); a PartitionedModel
+    # is namespaced (crds/partitionedmodel.yaml), so kopf always passes one.
+    if namespace is None:
+        raise kopf.PermanentError(f"PartitionedModel {name} has no namespace")
+    return Context(body, patch, {"name": name, "namespace": namespace, "uid": uid}, memo)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = names.FINALIZER
@@ -62,10 +72,10 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(
-    body: kopf.Body, patch: kopf.Patch, name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any
+    *, body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> str:
     started = time.perf_counter()
-    ctx = Context(body, patch, {"name": name, "namespace": namespace, "uid": uid}, memo)
+    ctx = _context(body, patch, name, namespace, uid, memo)
     try:
         message = await reconciling.reconcile(ctx)
     except (kopf.TemporaryError, kopf.PermanentError):
@@ -78,15 +88,15 @@ async def reconcile(
 
 
 async def keep_ready(
-    body: kopf.Body, patch: kopf.Patch, name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any
+    *, body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """Per-slice ready replicas, the endpoint and the Ready condition (a timer, see `configure`)."""
-    await readiness.check(Context(body, patch, {"name": name, "namespace": namespace, "uid": uid}, memo))
+    await readiness.check(_context(body, patch, name, namespace, uid, memo))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete(
-    body: kopf.Body, patch: kopf.Patch, name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any
+    *, body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """Remove the model's tensors and its slice files (those no other model uses) from Redis."""
-    await cleanup.clean_up(Context(body, patch, {"name": name, "namespace": namespace, "uid": uid}, memo))
+    await cleanup.clean_up(_context(body, patch, name, namespace, uid, memo))

@@ -67,7 +67,8 @@ class KubeClient:
     def __init__(self, server: str, token: str | None = None, ssl_context: ssl.SSLContext | bool | None = None) -> None:
         self.server = server.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.ssl = ssl_context
+        # None is aiohttp's default, verify with the system's CAs: spelled True, as its annotations want.
+        self.ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -85,11 +86,11 @@ class KubeClient:
 
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert) if configuration.ssl_ca_cert else None
-        if context and configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        tls = ssl.create_default_context(cafile=configuration.ssl_ca_cert) if configuration.ssl_ca_cert else None
+        if tls and configuration.cert_file:
+            tls.load_cert_chain(configuration.cert_file, configuration.key_file)
         token = (configuration.api_key.get("authorization") or "").removeprefix("Bearer ").strip() or None
-        return cls(configuration.host, token, context if configuration.verify_ssl else False)
+        return cls(configuration.host, token, tls if configuration.verify_ssl else False)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -131,7 +132,7 @@ class KubeClient:
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none."""
         try:
-            return await self._request("GET", resource.path(namespace, name))  # type: ignore[no-any-return]
+            return await self._request("GET", resource.path(namespace, name))
         except KubeNotFound:
             return None
 
@@ -152,12 +153,12 @@ class KubeClient:
         return items
 
     async def create(self, resource: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._request("POST", resource.path(namespace), body)  # type: ignore[no-any-return]
+        return await self._request("POST", resource.path(namespace), body)
 
     async def patch(
         self, resource: Resource, namespace: str, name: str, patch: Mapping[str, Any], subresource: str | None = None
     ) -> dict[str, Any]:
-        return await self._request(  # type: ignore[no-any-return]
+        return await self._request(
             "PATCH", resource.path(namespace, name, subresource), patch, "application/merge-patch+json"
         )
 

@@ -1,6 +1,6 @@
 """`mopar prepare`: what the prepare Job does for a PartitionedModel.
 
-Fetch the model (storage.py), profile it, plan it under the spec's objective and
+Fetch the model (`mopar.model.storage`), profile it, plan it under the spec's objective and
 pricing, slice it, and store every slice file and the manifest in the artifact store by
 sha256, the manifest also under the name `names.manifest_artifact(MODEL, PREPARE_HASH)`. The operator
 reads it from there and writes the plan ConfigMap the slices mount: the Job needs no

@@ -112,7 +112,7 @@ class Graph:
         for tensor, last in self.last_use.items():
             for position in range(self.producer[tensor] + 1, min(last, n) + 1):
                 crossing_count[position] += 1
-        blocked = set()
+        blocked: set[int] = set()
         for index, node in enumerate(self.nodes):
             if node.op_type == "Pad":
                 fused = [
@@ -233,4 +233,5 @@ def _subgraphs(attribute: onnx.AttributeProto) -> Iterable[onnx.GraphProto]:
 
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
-    return math.prod(tensor.dims) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    elements: int = math.prod(tensor.dims)  # protobuf's containers are untyped here
+    return elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize

@@ -14,7 +14,7 @@ and re-laid-out (NCHWc) buffers are padded, so `a` (the activation factor) is me
 per model: the profile's fresh-process peak of the whole model, less baseline, weights
 and inputs, over the model's computed activation peak (`calibrated`). Slices of one
 model share its kinds of layers, and so its overhead.
-`tests/test_memory_model.py` checks this against the peak RSS of real slice processes.
+`tests/plan/test_memory_model.py` checks this against the peak RSS of real slice processes.
 """
 
 from __future__ import annotations

@@ -221,6 +221,10 @@ def _key(option: Option, objective: str) -> tuple[float, float]:
     return option.cost_usd, option.latency_ms
 
 
+# One cell of `_scalar_dp`'s table: (key, previous position, option); no option at the start.
+_Step = tuple[tuple[float, float], int, Option | None]
+
+
 def _scalar_dp(
     table: Mapping[tuple[int, int], list[Option]], count: int, constraints: Constraints
 ) -> list[Option] | None:
@@ -231,11 +235,12 @@ def _scalar_dp(
     for (i, j), option in best_option.items():
         into.setdefault(j, []).append((i, option))
     # layer[c][j]: best (key, previous position, option) covering positions[0..j] with c slices
-    layer: list[dict[int, tuple[tuple[float, float], int, Option | None]]] = [{0: ((0.0, 0.0), -1, None)}]
+    layer: list[dict[int, _Step]] = [{0: ((0.0, 0.0), -1, None)}]
     final = count - 1
     best_end: tuple[tuple[float, float], int] | None = None
     for c in range(1, constraints.max_slices + 1):
-        previous, current = layer[-1], {}
+        previous = layer[-1]
+        current: dict[int, _Step] = {}
         for j in range(1, count):
             for i, option in into.get(j, []):
                 if i not in previous:
@@ -255,9 +260,9 @@ def _scalar_dp(
     chosen: list[Option] = []
     j, c = final, best_end[1]
     while c > 0:
-        _, i, option = layer[c][j]
-        assert option is not None
-        chosen.append(option)
+        _, i, picked = layer[c][j]
+        assert picked is not None
+        chosen.append(picked)
         j, c = i, c - 1
     return chosen[::-1]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from mopar.profile.profiler import Profile
@@ -17,10 +16,10 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
 
     nodes = profile.nodes
     x = list(range(len(nodes)))
-    by_op = Counter()
+    by_op: dict[str, float] = {}
     for node in nodes:
-        by_op[node.op_type] += node.latency_ms
-    top_ops = [op for op, _ in by_op.most_common(7)]
+        by_op[node.op_type] = by_op.get(node.op_type, 0.0) + node.latency_ms
+    top_ops = sorted(by_op, key=by_op.__getitem__, reverse=True)[:7]  # ties keep first-seen order
     palette = plt.get_cmap("tab10")
     colour = {op: palette(i) for i, op in enumerate(top_ops)}
     other = (0.6, 0.6, 0.6, 1.0)

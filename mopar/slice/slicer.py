@@ -107,11 +107,11 @@ def _plain_slice(
 
 
 def _joined_inputs(
-    names: Sequence[str], specs: Mapping[str, TensorSpec], joins: Mapping[str, Mapping[str, Any]]
+    names: Sequence[str], specs: Mapping[str, TensorSpec], joins: Mapping[str, manifests.Join]
 ) -> tuple[list[TensorSpec], list[onnx.NodeProto]]:
     """A slice's inputs, reading tensors made in parts as their parts, each joined by a Concat."""
     inputs: list[TensorSpec] = []
-    concats = []
+    concats: list[onnx.NodeProto] = []
     for tensor in names:
         if tensor not in joins:
             inputs.append(specs[tensor])
@@ -129,7 +129,7 @@ def _sub_slice(
     members: Sequence[onnx.NodeProto],
     initializers: Mapping[str, onnx.TensorProto],
     specs: Mapping[str, TensorSpec],
-    joins: Mapping[str, Mapping[str, Any]],
+    joins: Mapping[str, manifests.Join],
     part: int,
     bounds: tuple[int, int],
 ) -> onnx.ModelProto:
@@ -219,7 +219,7 @@ def _write(
         onnx.save_model(proto, str(path))
     inputs = [TensorSpec.of_value_info(v) for v in proto.graph.input]
     outputs = [TensorSpec.of_value_info(v) for v in proto.graph.output]
-    planned = next((s for s in plan["slices"] if s["id"] == (group or slice_id)), {})
+    planned: Mapping[str, Any] = next((s for s in plan["slices"] if s["id"] == (group or slice_id)), {})
     codecs = planned.get("codecs", {})
     entry = manifests.SliceEntry(
         id=slice_id,

@@ -122,10 +122,10 @@ class DataPlane:
             await asyncio.wait_for(self._run_slices(request_id), self.request_timeout)
             names = self.output_tensors
             try:
-                frames = await self.transport.get(request_id, names)
+                output_frames = await self.transport.get(request_id, names)
             except MissingTensors as error:  # the slices said they wrote them: ours, not the caller's
                 raise SliceFailed(str(error)) from None
-            arrays = [codec.decode(f) for f in frames]
+            arrays = [codec.decode(f) for f in output_frames]
             return self.manifest.join_outputs(dict(zip(names, arrays)))
         except TimeoutError:
             raise SliceFailed(f"request {request_id} timed out after {self.request_timeout:g} s") from None

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from slice_runtime import metrics, probes, v2
 from slice_runtime.errors import InvalidInput, RuntimeFailure, SliceFailed, TransportError, http_status
@@ -69,7 +69,7 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20) -> web.Applica
                 metrics.GATEWAY_LATENCY.labels(model=plane.name).observe(time.perf_counter() - started)
 
     @web.middleware
-    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except RuntimeFailure as error:

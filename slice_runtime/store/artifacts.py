@@ -38,6 +38,7 @@ from slice_runtime.store.redis import (
     describe_redis_error,
     glob_escape,
     redis_server_name,
+    reply_bytes,
     url_password,
 )
 
@@ -134,7 +135,7 @@ class ArtifactStore:
                 chunk = self._client.get(self._chunk_key(digest, index))
                 if chunk is None:
                     raise ArtifactError(f"artifact {short} is incomplete: chunk {index} of {chunks} is missing")
-                parts.append(chunk)
+                parts.append(reply_bytes(chunk))
         except (RedisError, OSError) as error:
             raise self._error(error, action) from error
         data = b"".join(parts)
@@ -208,14 +209,14 @@ class ArtifactStore:
             value = self._client.get(self._name_key(name))
         except (RedisError, OSError) as error:
             raise self._error(error, f"looking up {name!r}") from error
-        return value.decode() if value else None
+        return reply_bytes(value).decode() if value else None
 
     def delete_names(self, prefix: str) -> builtins.list[str]:
         """Remove every name starting with `prefix`; returns the sha256s they pointed at."""
         pattern = f"{glob_escape(self._name_key(prefix))}*"
         try:
             keys = list(self._client.scan_iter(match=pattern, count=1000))
-            targets = [v.decode() for v in self._client.mget(keys) if v] if keys else []
+            targets = [reply_bytes(v).decode() for v in self._client.mget(keys) if v] if keys else []
             if keys:
                 self._client.delete(*keys)
         except (RedisError, OSError) as error:

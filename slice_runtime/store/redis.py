@@ -111,6 +111,17 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
+def reply_bytes(value: bytes | str) -> bytes:
+    """A reply's value as the bytes it is.
+
+    Our clients never set `decode_responses`, so Redis answers bytes; redis-py's annotations
+    also allow str (for clients that do), which this narrows away.
+    """
+    if isinstance(value, str):
+        raise TypeError("a Redis client returned str: decode_responses must stay off")
+    return value
+
+
 class RedisTransport(Transport):
     """Tensors as Redis strings with a TTL, through one pooled `redis.asyncio` client."""
 
@@ -168,7 +179,7 @@ class RedisTransport(Transport):
             return []
         keys = [self._key(request_id, tensor) for tensor in tensors]
         try:
-            values: list[bytes | None] = await self._client.mget(keys)
+            values = await self._client.mget(keys)
         except (TimeoutError, RedisError, OSError) as error:
             raise self._error(error, f"reading {len(keys)} tensor(s) of request {request_id}") from error
         missing = [tensor for tensor, value in zip(tensors, values) if value is None]
@@ -178,7 +189,7 @@ class RedisTransport(Transport):
                 f"{self.server} (never written, expired or deleted)",
                 missing,
             )
-        return [value for value in values if value is not None]
+        return [reply_bytes(value) for value in values if value is not None]
 
     async def delete(self, request_id: str, tensors: Sequence[str]) -> int:
         keys = [self._key(request_id, tensor) for tensor in tensors]

@@ -38,6 +38,14 @@ def _open_untracked(name: str, create: bool = False, size: int = 0) -> SharedMem
     return segment
 
 
+def _buffer(segment: SharedMemory) -> memoryview:
+    """The segment's bytes; typeshed allows None, which SharedMemory only returns once closed."""
+    buf = segment.buf
+    if buf is None:
+        raise TransportError(f"shared memory segment {segment.name} is already closed")
+    return buf
+
+
 def _unlink(name: str) -> bool:
     """Remove segment `name`; False if it did not exist."""
     try:
@@ -118,9 +126,10 @@ class SharedMemoryTransport(Transport):
                 f"cannot create shared memory for tensor {tensor} of request {request_id}: {error.strerror or error}"
             ) from error
         try:
-            segment.buf[_LENGTH.size : size] = frame
+            buf = _buffer(segment)
+            buf[_LENGTH.size : size] = frame
             # The length goes in last, so a reader never sees a length whose bytes are not there yet.
-            _LENGTH.pack_into(segment.buf, 0, len(frame))
+            _LENGTH.pack_into(buf, 0, len(frame))
         finally:
             segment.close()
 
@@ -151,13 +160,14 @@ class SharedMemoryTransport(Transport):
                 f"cannot open shared memory of tensor {tensor} of request {request_id}: {error.strerror or error}"
             ) from error
         try:
-            length = _LENGTH.unpack_from(segment.buf, 0)[0] if segment.size >= _LENGTH.size else -1
+            buf = _buffer(segment)
+            length = _LENGTH.unpack_from(buf, 0)[0] if segment.size >= _LENGTH.size else -1
             if not 0 <= length <= segment.size - _LENGTH.size:
                 raise TransportError(
                     f"shared memory of tensor {tensor} of request {request_id} is corrupt "
                     f"(length {length}, segment of {segment.size} bytes)"
                 )
-            with segment.buf[_LENGTH.size : _LENGTH.size + length] as view:
+            with buf[_LENGTH.size : _LENGTH.size + length] as view:
                 return bytes(view)
         finally:
             segment.close()

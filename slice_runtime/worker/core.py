@@ -13,6 +13,7 @@ import logging
 import statistics
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,7 @@ class SliceWorker:
 
     def stats(self) -> dict[str, Any]:
         """Runs, peak RSS, median read/compute/write/total ms of recent runs, bytes moved."""
-        columns = list(zip(*self.recent)) or [[], [], [], []]
+        columns: list[Sequence[float]] = list(zip(*self.recent)) or [[], [], [], []]
         medians = {
             f"{name}_ms": round(statistics.median(values), 3) if values else None
             for name, values in zip(("read", "compute", "write", "total"), columns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import onnx
 
@@ -26,16 +27,16 @@ class ZooModel:
     description: str
     small: dict[str, object]  # options of a narrow, fast variant for tests and quick trials
 
-    def _module(self):  # type: ignore[no-untyped-def]
+    def _module(self) -> ModuleType:
         return importlib.import_module(f"{__name__}.{self.module}")
 
     @property
     def published_params(self) -> int | None:
-        return self._module().PUBLISHED_PARAMS  # type: ignore[no-any-return]
+        return self._module().PUBLISHED_PARAMS
 
     @property
     def builder(self) -> Callable[..., onnx.ModelProto]:
-        return self._module().build  # type: ignore[no-any-return]
+        return self._module().build
 
 
 MODELS: tuple[ZooModel, ...] = (

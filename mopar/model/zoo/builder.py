@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import onnx
@@ -128,13 +129,15 @@ class GraphBuilder:
         return values
 
     # -- nodes -------------------------------------------------------------------
-    def node(self, op_type: str, inputs: Sequence[str], name: str, outputs: int = 1, **attrs: object) -> str:
-        """Add a node; returns its (first) output tensor name. Use `node_multi` for several."""
+    def node(self, op_type: str, inputs: Sequence[str], name: str, outputs: int = 1, **attrs: Any) -> str:
+        """Add a node; returns its (first) output tensor name. Use `node_multi` for several.
+
+        `attrs` are the node's ONNX attributes (ints, floats, strings, lists of them, tensors),
+        typed `Any` as `onnx.helper.make_node` takes them.
+        """
         return self.node_multi(op_type, inputs, name, outputs, **attrs)[0]
 
-    def node_multi(
-        self, op_type: str, inputs: Sequence[str], name: str, outputs: int = 1, **attrs: object
-    ) -> list[str]:
+    def node_multi(self, op_type: str, inputs: Sequence[str], name: str, outputs: int = 1, **attrs: Any) -> list[str]:
         node_name = self.unique(f"{name}/{op_type}")
         out_names = [f"{node_name}_output_{i}" for i in range(outputs)]
         self._nodes.append(helper.make_node(op_type, list(inputs), out_names, name=node_name, **attrs))

@@ -97,17 +97,22 @@ def _c3(b: GraphBuilder, x: str, c1: int, c2: int, n: int, shortcut: bool, name:
 def _sppf(b: GraphBuilder, x: str, c1: int, c2: int, name: str, k: int = 5) -> str:
     """Spatial pyramid pooling, fast: three chained 5x5 max pools instead of 5/9/13 in parallel."""
     ys = [_conv(b, x, c1, c1 // 2, 1, f"{name}.cv1")]
-    pool = {"kernel_shape": [k, k], "strides": [1, 1], "pads": [k // 2] * 4}
     for _ in range(3):
-        ys.append(b.node("MaxPool", [ys[-1]], f"{name}.m", **pool))
+        ys.append(b.node("MaxPool", [ys[-1]], f"{name}.m", kernel_shape=[k, k], strides=[1, 1], pads=[k // 2] * 4))
     return _conv(b, b.concat(ys, name), 4 * (c1 // 2), c2, 1, f"{name}.cv2")
 
 
 def _upsample(b: GraphBuilder, x: str, name: str) -> str:
     """nn.Upsample(scale_factor=2, mode='nearest') as torch exports it."""
     scales = b.const(f"{name}.scales", np.array([1, 1, 2, 2], dtype=np.float32))
-    modes = {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-    return b.node("Resize", [x, "", scales], name, mode="nearest", **modes)
+    return b.node(
+        "Resize",
+        [x, "", scales],
+        name,
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
 
 
 def _detect_level(b: GraphBuilder, x: str, cin: int, image: int, classes: int, i: int, name: str) -> str:
