@@ -13,20 +13,12 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.validation import validate_object
+from slice_runtime.version import version
+from tests.support import ROOT
+from tests.support.helm import ALL_ON, CHART, render
+from tests.support.validation import validate_object
 
-CHART = ROOT / "charts" / "mopar"
-ALL_ON = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
 MONITORING = "monitoring.coreos.com/v1"
-
-
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    with helm.Chart.load(str(CHART)) as chart:
-        chart.validate_schema(values)
-        rendered = chart.render(values, name="mopar", namespace="mopar-system", is_install=True)
-    return [d for path, text in sorted(rendered.items()) if path.endswith(".yaml")
-            for d in yaml.safe_load_all(text) if d]  # fmt: skip
 
 
 def test_the_charts_crd_is_the_crd() -> None:
@@ -55,7 +47,7 @@ def test_every_rendered_object_validates(values: dict[str, Any]) -> None:
     operator = next(o for o in objects if o["kind"] == "Deployment")
     pod = operator["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"][0] == "operator" and container["image"].endswith(":0.1.0")
+    assert container["args"][0] == "operator" and container["image"].endswith(f":{version()}")
     assert pod["securityContext"]["runAsUser"] == 10001 and container["securityContext"]["readOnlyRootFilesystem"]
     assert {p["httpGet"]["path"] for p in (container["livenessProbe"], container["readinessProbe"])} == {"/healthz"}
     assert all("limits" in c["resources"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mopar.cli.main import build_parser
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 
 def _subcommand_paths() -> list[list[str]]:

@@ -7,8 +7,8 @@ import json
 import yaml
 
 from mopar.operator.units import units_from_plan
-from tests.conftest import ROOT, run_cli
-from tests.validation import validate_object
+from tests.support import ROOT, run_cli
+from tests.support.validation import validate_object
 
 
 def _render(*args: str):  # type: ignore[no-untyped-def]

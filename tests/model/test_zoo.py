@@ -13,7 +13,7 @@ from mopar.model.modelfile import load_model
 from mopar.model.zoo.builder import architecture_only
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 NAMES = zoo.names()
 

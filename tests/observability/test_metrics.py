@@ -22,9 +22,9 @@ from mopar.slice.slicer import slice_model
 from slice_runtime import v2
 from slice_runtime.local import LocalServer, free_port
 from slice_runtime.tensors import random_inputs
-from tests.chart.test_chart import ALL_ON, render
-from tests.conftest import ROOT, ServerThread
-from tests.operator.test_handlers import MODEL, VersionedEmulator, cluster  # noqa: F401  (the operator fixture)
+from tests.support import ROOT, ServerThread
+from tests.support.cluster import MODEL, VersionedEmulator
+from tests.support.helm import ALL_ON, render
 
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
 NAME = re.compile(r"\bmopar_[a-z0-9_]+\b")

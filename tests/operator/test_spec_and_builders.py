@@ -15,8 +15,8 @@ from mopar.operator.serving import build_plan_configmap, build_serving, endpoint
 from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import DEPLOYMENT, KNATIVE, ModelSpec, SpecError, parse
 from mopar.operator.units import SliceUnit, units_from_plan
-from tests.conftest import ROOT
-from tests.validation import crd_json_schema, validate_object, validate_partitioned_model
+from tests.support import ROOT
+from tests.support.validation import crd_json_schema, validate_object, validate_partitioned_model
 
 OWNER = {"name": "resnet", "namespace": "models", "uid": "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"}
 SETTINGS = OperatorSettings()
@@ -172,7 +172,9 @@ def test_long_names_stay_valid_dns_labels() -> None:
 def test_units_from_a_plan() -> None:
     plain = {"nodes": ["a"], "inputs": ["x"], "outputs": ["y"]}
     split = {"k": 2, "operators": ["fc"], "axis": 1, "channels": 8}
-    plan = {"slices": [{"id": "s0", "memory_mb": 200, **plain}, {"id": "s1", "memory_mb": 300, **plain, "subslices": split}]}
+    plan = {
+        "slices": [{"id": "s0", "memory_mb": 200, **plain}, {"id": "s1", "memory_mb": 300, **plain, "subslices": split}]
+    }
     assert units_from_plan(plan) == [
         SliceUnit("s0", 200),
         SliceUnit("s1.0", 300, "s1"),

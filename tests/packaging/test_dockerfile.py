@@ -15,7 +15,7 @@ from mopar.operator.serving import build_serving
 from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import KNATIVE, parse
 from mopar.operator.units import SliceUnit
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 STAGES = re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]

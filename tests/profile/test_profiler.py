@@ -10,7 +10,7 @@ import pytest
 
 from mopar.model.modelfile import load_model
 from mopar.profile.profiler import Profile, node_latencies, profile_model
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from mopar.profile.profiler import Profile, profile_model
 from mopar.slice.slicer import slice_model
 from mopar.slice.verify import verify
 from slice_runtime import manifest as manifests
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 MEMORY = MemoryModel(90 * MB)
 LINK = LinkModel.load()

@@ -32,7 +32,7 @@ from slice_runtime.gateway.core import RetryPolicy
 from slice_runtime.local import LocalServer, free_port
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
-from tests.conftest import ServerThread
+from tests.support import ServerThread
 
 NAME = "resnet"
 

@@ -24,7 +24,8 @@ from slice_runtime.store.artifacts import CHUNK_BYTES, ArtifactStore
 from slice_runtime.store.keys import activation_key
 from slice_runtime.store.redis import RedisTransport
 from slice_runtime.store.shm import SharedMemoryTransport
-from tests.conftest import ROOT, RedisServer, free_port
+from tests.support import ROOT, free_port
+from tests.support.redis_server import RedisServer
 
 MiB = 1024 * 1024
 PASSWORD = "s3cret"

@@ -4,15 +4,16 @@ PartitionedModels against the CRD's own openAPIV3Schema."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import yaml
 
+from tests.support import ROOT
+
 KUBERNETES_VERSION = "1.31.0"  # a current release the cluster is expected to run
-CRD = Path(__file__).resolve().parents[1] / "crds" / "partitionedmodel.yaml"
+CRD = ROOT / "crds" / "partitionedmodel.yaml"
 
 
 def validate_object(obj: dict[str, Any]) -> None:
