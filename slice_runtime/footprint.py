@@ -24,15 +24,19 @@ _EMPTY_MODEL = bytes.fromhex(
 
 
 def measure_peak_rss(
-    model: str | Path | None = None, threads: int = 1, optimization: str = "all", runs: int = 2
+    model: str | Path | None = None, threads: int = 1, optimization: str = "all", runs: int = 2, prepack: bool = True
 ) -> int:
-    """Peak RSS in bytes of a fresh process that loads `model` and runs it `runs` times."""
+    """Peak RSS in bytes of a fresh process that loads `model` as a worker would (`prepack`: see
+    `sessions.open_serving_session`) and runs it `runs` times."""
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             model = Path(tmp) / "empty.onnx"
             model.write_bytes(_EMPTY_MODEL)
             runs = 0
-        command = [sys.executable, "-m", "slice_runtime.footprint", str(model), str(threads), optimization, str(runs)]
+        command = [
+            sys.executable, "-m", "slice_runtime.footprint",
+            str(model), str(threads), optimization, str(runs), "prepack" if prepack else "plain",
+        ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -40,7 +44,7 @@ def measure_peak_rss(
     return int(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_bytes"])
 
 
-def _child(model: str, threads: int, optimization: str, runs: int) -> None:
+def _child(model: str, threads: int, optimization: str, runs: int, prepack: bool) -> None:
     # Import what a worker imports, so the baseline is the baseline of a real slice process.
     import aiohttp  # noqa: F401
     import numpy  # noqa: F401
@@ -51,7 +55,7 @@ def _child(model: str, threads: int, optimization: str, runs: int) -> None:
     from slice_runtime import sessions, tensors
 
     if optimization == "all":  # served optimised ahead of time, as workers load it
-        session = sessions.open_serving_session(model, threads=threads)
+        session = sessions.open_serving_session(model, threads=threads, prepack=prepack)
     else:
         session = sessions.open_session(model, threads=threads, optimization=optimization)
     specs = [tensors.TensorSpec.of_ort(i) for i in session.get_inputs()]
@@ -88,4 +92,4 @@ def peak_rss_bytes() -> int:
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    _child(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == "prepack")

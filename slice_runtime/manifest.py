@@ -2,7 +2,7 @@
 
 Keys: `format`, `model` (name, sha256, file), `inputs`/`outputs` (the whole model's tensor
 specs), `input_ranges`, `slices` (in an order that runs; each `id`, `file`, `sha256`,
-`inputs`, `outputs`, `depends_on`, `memory_mb`, `codecs`, and `group` for a sub-slice,
+`inputs`, `outputs`, `depends_on`, `memory_mb`, `codecs`, `prepack`, and `group` for a sub-slice,
 `data_file`/`data_sha256` for weights kept beside the file), `joins` (model outputs computed
 in parts, and the axis to concatenate them along) and `plan` (the plan.json it was cut by,
 kept whole for the tools that report on it).
@@ -63,6 +63,7 @@ class SliceEntry:
     memory_mb: int | None = None
     data_file: str | None = None  # weights kept beside the file (slices over 2 GB)
     data_sha256: str | None = None
+    prepack: bool = True  # whether its session pre-packs weights (`sessions.open_serving_session`)
 
     def files(self) -> list[tuple[str, str]]:
         """(file name, sha256) of the slice file and, when it has one, its weights file."""
@@ -84,6 +85,7 @@ class SliceEntry:
         data["depends_on"] = list(self.depends_on)
         data["memory_mb"] = self.memory_mb
         data["codecs"] = dict(self.codecs)
+        data["prepack"] = self.prepack
         return data
 
     @classmethod
@@ -100,6 +102,7 @@ class SliceEntry:
             memory_mb=None if s.get("memory_mb") is None else int(s["memory_mb"]),
             data_file=s.get("data_file"),
             data_sha256=s.get("data_sha256"),
+            prepack=bool(s.get("prepack", True)),
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import onnx
@@ -32,7 +33,7 @@ from mopar.slice.verify import verify
 def _plan_defaults(model: Path) -> argparse.Namespace:
     from mopar.cli.main import build_parser
 
-    return build_parser().parse_args(["plan", str(model)])
+    return build_parser().parse_args(["plan", str(model), "--cores", str(os.cpu_count() or 1)])
 
 
 def run(args: argparse.Namespace) -> int:

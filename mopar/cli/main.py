@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -47,7 +48,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_plan_options(plan: argparse.ArgumentParser) -> None:
+def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> None:
+    """The planner's options; `local` for commands that serve on this machine (its cores bound
+    how many functions run at once)."""
     plan.add_argument("--profile", help="profile.json of this model (default: profile it now)")
     plan.add_argument(
         "--objective",
@@ -57,6 +60,9 @@ def _add_plan_options(plan: argparse.ArgumentParser) -> None:
     )
     plan.add_argument("--slo-ms", type=float, help="latency bound for --objective slo")
     plan.add_argument("--max-slices", type=int, default=8, help="at most this many slices (default 8)")
+    plan.add_argument(
+        "--slices", type=int, metavar="N", help="exactly N slices, cut where the objective is best (e.g. to fit nodes)"
+    )
     plan.add_argument("--min-slice-memory", type=int, metavar="MB", help="allocate at least this much per slice")
     plan.add_argument("--max-slice-memory", type=int, metavar="MB", help="no slice may need more than this")
     plan.add_argument("--no-split", action="store_true", help="never split dominant operators into sub-slices")
@@ -72,6 +78,16 @@ def _add_plan_options(plan: argparse.ArgumentParser) -> None:
         "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
     )
     plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
+    cores = os.cpu_count() or 1
+    plan.add_argument(
+        "--cores",
+        type=int,
+        metavar="N",
+        default=cores if local else None,
+        help=f"vCPUs that can run at once (default {cores}: this machine's)"
+        if local
+        else "vCPUs that can run at once (default: unbounded, every function its own, as in a cluster)",
+    )
     _add_runtime_options(plan)
     _add_model_options(plan)
 
@@ -161,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="the model served whole and partitioned, same machine, same run")
     bench.add_argument("model", help="ONNX model file")
-    _add_plan_options(bench)
+    _add_plan_options(bench, local=True)
     bench.add_argument("--requests", type=int, default=50, help="measured requests per serving (default 50)")
     bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
     bench.add_argument("--warmup", type=int, default=3, help="unmeasured requests first (default 3)")

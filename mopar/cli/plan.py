@@ -52,6 +52,8 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace) -> P
         max_split=args.max_split,
         dominance=args.dominance,
         max_cut_tensors=args.max_cut_tensors,
+        slices=args.slices,
+        cores=args.cores,
     )
     return plan_model(model, profile, constraints, args.pricing, args.link)
 
@@ -106,4 +108,12 @@ def predicted_table(data: dict[str, Any]) -> Table:
         f"{whole['resource_efficiency']:.1%}",
         f"{data['predicted']['resource_efficiency_ratio']:.2f}x",
     )
+    limit = data.get("limit")
+    if limit:  # every node its own function: what no partition can beat
+        table.add_row(
+            "attainable GB-s saving",
+            f"{limit['plan_saving']:.2f}x",
+            f"{limit['saving']:.2f}x at most",
+            f"{limit['share_reached']:.0%} reached",
+        )
     return table

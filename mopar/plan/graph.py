@@ -42,6 +42,8 @@ class Node:
     latency_ms: float = 0.0
     attributes: Mapping[str, object] = field(default_factory=dict)
     operands: tuple[str, ...] = ()  # the ONNX inputs in their order, activations and initializers
+    latency_unpacked_ms: float | None = None  # without pre-packing; None: the same
+    packed_bytes: int = 0  # what pre-packing its weights adds to a function's peak
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def from_model(model: onnx.ModelProto, profile: Profile) -> Graph:
     """The planner's graph of `model`, with the costs `profile` measured for it."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    latency = {n.name: n.latency_ms for n in profile.nodes}
+    measured = {n.name: n for n in profile.nodes}
     specs = profile.tensor_specs
     nodes = []
     for node in graph.node:
@@ -190,7 +192,9 @@ def from_model(model: onnx.ModelProto, profile: Profile) -> Graph:
                 inputs=tuple(dict.fromkeys(t for t in reads if t not in initializers)),
                 outputs=tuple(t for t in node.output if t),
                 weights=tuple(dict.fromkeys(t for t in reads if t in initializers)),
-                latency_ms=latency.get(node.name, 0.0),
+                latency_ms=measured[node.name].latency_ms if node.name in measured else 0.0,
+                latency_unpacked_ms=measured[node.name].latency_unpacked_ms if node.name in measured else None,
+                packed_bytes=measured[node.name].packed_bytes if node.name in measured else 0,
                 attributes={a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.type in _PLAIN},
                 operands=tuple(node.input),
             )

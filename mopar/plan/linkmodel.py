@@ -1,8 +1,10 @@
 """A measured model of moving one tensor between slices, and the codec choice it implies (pure).
 
 Moving a tensor of B bytes costs the producer an encode and a write, and every consumer
-a read and a decode: encode(B) + wire(B / ratio) + decode(B), plus one store round trip
-per batch of writes or reads, plus one control call per slice invocation. The codec that
+a read and a decode: encode(B) + wire(B / ratio) + decode(B). A frame that fits travels
+inside the control call (`slice_runtime.calls`) at the call's throughput; the others go
+through the store at its throughput, plus one store round trip per batch of writes or
+reads. Every slice invocation costs one control call. The codec that
 minimises this differs per tensor (its ratio) and per link (its throughput): on a fast
 link zstd can cost more time than the bytes it saves. Numbers come from `mopar calibrate`
 (a real Redis, real codec runs) and per-tensor ratios from the profile.
@@ -36,6 +38,7 @@ class Transfer:
     wire_bytes: int
     write_ms: float  # encode + write, paid by the producer
     read_ms: float  # read + decode, paid by each consumer
+    inline: bool = False  # carried inside the slice calls (`slice_runtime.calls`), not through the store
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class LinkModel:
     # How much of the ideal speed-up parallel sub-slices reach: 1.0 when each runs on its own
     # idle core; lower where they share cores, caches and memory bandwidth.
     parallel_efficiency: float = 1.0
+    # Frames up to `inline_bytes` travel inside the slice calls at `call_bytes_per_ms`, with no
+    # store round trip (0: every tensor through the store).
+    inline_bytes: int = 0
+    call_bytes_per_ms: float = 1.0
     source: str = ""  # how the numbers were obtained
 
     def part_ms(self, compute_ms: float, parts: int) -> float:
@@ -56,8 +63,9 @@ class LinkModel:
 
     def transfer(self, nbytes: int, ratios: Mapping[str, float] | None = None) -> Transfer:
         """The fastest way to move `nbytes` whose compression ratio per setting is `ratios`
-        (settings without a measured ratio, or without measured speeds, are not considered)."""
-        best = Transfer(NONE, nbytes, nbytes, nbytes / self.bytes_per_ms, nbytes / self.bytes_per_ms)
+        (settings without a measured ratio, or without measured speeds, are not considered):
+        inside the calls when the frame fits, else through the store."""
+        best = self._moved(NONE, nbytes, nbytes, 0.0, 0.0)
         if nbytes < self.threshold_bytes:
             return best
         for setting in CANDIDATES:
@@ -65,12 +73,16 @@ class LinkModel:
             ratio = (ratios or {}).get(setting.name)
             if setting == NONE or speed is None or not ratio or ratio <= 1.0:
                 continue
-            wire = int(nbytes / ratio)
-            write = nbytes / speed.encode_bytes_per_ms + wire / self.bytes_per_ms
-            read = wire / self.bytes_per_ms + nbytes / speed.decode_bytes_per_ms
-            if write + read < best.write_ms + best.read_ms:
-                best = Transfer(setting, nbytes, wire, write, read)
+            encode, decode = nbytes / speed.encode_bytes_per_ms, nbytes / speed.decode_bytes_per_ms
+            candidate = self._moved(setting, nbytes, int(nbytes / ratio), encode, decode)
+            if candidate.write_ms + candidate.read_ms < best.write_ms + best.read_ms:
+                best = candidate
         return best
+
+    def _moved(self, setting: CodecSetting, raw: int, wire: int, encode_ms: float, decode_ms: float) -> Transfer:
+        inline = wire <= self.inline_bytes
+        wire_ms = wire / (self.call_bytes_per_ms if inline else self.bytes_per_ms)
+        return Transfer(setting, raw, wire, encode_ms + wire_ms, wire_ms + decode_ms, inline)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +91,8 @@ class LinkModel:
             "invoke_ms": self.invoke_ms,
             "threshold_bytes": self.threshold_bytes,
             "parallel_efficiency": self.parallel_efficiency,
+            "inline_bytes": self.inline_bytes,
+            "call_bytes_per_ms": self.call_bytes_per_ms,
             "codecs": {
                 name: {"encode_bytes_per_ms": s.encode_bytes_per_ms, "decode_bytes_per_ms": s.decode_bytes_per_ms}
                 for name, s in self.codecs.items()
@@ -98,6 +112,8 @@ class LinkModel:
             },
             threshold_bytes=int(data.get("threshold_bytes", DEFAULT_THRESHOLD_BYTES)),
             parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),
+            inline_bytes=int(data.get("inline_bytes", 0)),
+            call_bytes_per_ms=float(data.get("call_bytes_per_ms", 1.0)),
             source=str(data.get("source", "")),
         )
 

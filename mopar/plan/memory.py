@@ -34,19 +34,21 @@ class MemoryModel:
     baseline_bytes: int
     activation_factor: float = 1.0
 
-    def need_bytes(self, stats: SegmentStats, parts: int = 1) -> int:
+    def need_bytes(self, stats: SegmentStats, parts: int = 1, prepack: bool = True) -> int:
         """Bytes one function of the slice needs; `parts` > 1 for one of k parallel sub-slices,
-        which holds 1/k of the weights and of the activations but the whole input."""
+        which holds 1/k of the weights and of the activations but the whole input. Pre-packed,
+        loading also touches the packed copies of its weights (`profile.prepacking`)."""
         return int(
             self.baseline_bytes
-            + stats.weight_bytes / parts
+            + (stats.weight_bytes + (stats.packed_bytes if prepack else 0)) / parts
             + stats.input_bytes
             + self.activation_factor * stats.activation_peak_bytes / parts
         )
 
 
 def calibrated(baseline_bytes: int, measured_peak_bytes: int | None, whole: SegmentStats) -> MemoryModel:
-    """The memory model whose activation factor reproduces the whole model's measured peak."""
+    """The memory model whose activation factor reproduces the whole model's measured peak
+    (without pre-packing, whose cost is the segments' `packed_bytes`)."""
     if not measured_peak_bytes or whole.activation_peak_bytes <= 0:
         return MemoryModel(baseline_bytes)
     rest = measured_peak_bytes - baseline_bytes - whole.weight_bytes - whole.input_bytes

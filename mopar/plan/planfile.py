@@ -2,10 +2,12 @@
 
 Top level: `format`, `model` (name, sha256), `objective`, `constraints`, `pricing`,
 `link`, `memory_model`, `input_shapes`, `tensors` (specs of every tensor crossing a
-cut), `slices` in execution order, and `predicted` (this plan and the model served
-whole, and their ratios). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
+cut), `slices` in execution order, `predicted` (this plan and the model served whole,
+and their ratios), `graph` and `limit` (the attainable saving: every node its own function,
+and the share of it this plan reaches). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
 `need_mb`, `latency_ms`, `compute_ms`, `cost_per_million_usd`, `cpu`, `codecs` (setting
-per output tensor) and, when split, `subslices` (`k`, `operators`, `axis`, `channels`).
+per output tensor), `prepack` (whether its sessions pre-pack weights) and, when split,
+`subslices` (`k`, `operators`, `axis`, `channels`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mopar.errors import UsageError
+from mopar.plan.limit import attainable
 from slice_runtime import manifest as manifests
 from slice_runtime.tensors import TensorSpec
 
@@ -86,6 +89,20 @@ def to_json(
             ),
         },
         "graph": {"nodes": len(graph.nodes)},
+        "limit": _limit_json(plan, ours["gb_seconds"], whole["gb_seconds"]),
+    }
+
+
+def _limit_json(plan: Plan, gb_seconds: float, whole_gb_seconds: float) -> dict[str, Any]:
+    """The attainable saving (`limit.attainable`) and the share of it this plan reaches."""
+    bound = attainable(plan.graph, plan.memory, plan.pricing)
+    saving = whole_gb_seconds / max(gb_seconds, 1e-15)
+    return {
+        "gb_seconds": round(bound.gb_seconds, 8),
+        "whole_gb_seconds": round(bound.whole_gb_seconds, 8),
+        "saving": round(bound.saving, 4),
+        "plan_saving": round(saving, 4),
+        "share_reached": round(bound.share(saving), 4),
     }
 
 
@@ -106,6 +123,7 @@ def _slice_json(slice_id: str, option: Option, plan: Plan) -> dict[str, Any]:
         "weight_mb": round(stats.weight_bytes / 2**20, 3),
         "cpu": plan.pricing.vcpus,
         "codecs": {t: transfer.setting.name for t, transfer in option.writes.items()},
+        "prepack": option.prepack,
     }
     if option.parts > 1 and option.group is not None:
         group = option.group

@@ -44,6 +44,8 @@ class Constraints:
     max_split: int = 8
     dominance: float = 0.05  # share of the model's weights or time that makes an operator dominant
     max_cut_tensors: int = 4
+    slices: int | None = None  # exactly this many slices (None: whatever the objective prefers)
+    cores: int | None = None  # vCPUs that can run at once (None: every function its own)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -52,6 +54,10 @@ class Constraints:
             raise PlanError("objective slo needs a positive --slo-ms")
         if self.max_slices < 1 or self.max_split < 1 or self.max_cut_tensors < 1:
             raise PlanError("--max-slices, --max-split and --max-cut-tensors must be at least 1")
+        if self.slices is not None and self.slices < 1:
+            raise PlanError(f"--slices must be at least 1, got {self.slices}")
+        if self.cores is not None and self.cores < 1:
+            raise PlanError(f"--cores must be at least 1, got {self.cores}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class Option:
     touched_byte_ms: float  # memory the slice's nodes touch over time
     allocated_byte_ms: float  # memory its functions are billed for over time
     writes: Mapping[str, Transfer] = field(default_factory=dict)
+    prepack: bool = True  # its sessions pre-pack weights (`profile.prepacking`)
 
 
 @dataclass
@@ -123,23 +130,30 @@ class Coster:
 
     def io_ms(self, reads: tuple[str, ...], writes: tuple[str, ...], parts: int = 1) -> float:
         """Store time of a function reading `reads` whole and writing 1/parts of each of `writes`."""
-        read = sum(self.transfer(t).read_ms for t in reads) + (self.link.hop_ms if reads else 0.0)
-        write = sum(self.transfer(t, parts).write_ms for t in writes) + (self.link.hop_ms if writes else 0.0)
+        incoming = [self.transfer(t) for t in reads]
+        outgoing = [self.transfer(t, parts) for t in writes]
+        read = sum(t.read_ms for t in incoming) + (self.link.hop_ms if any(not t.inline for t in incoming) else 0.0)
+        write = sum(t.write_ms for t in outgoing) + (self.link.hop_ms if any(not t.inline for t in outgoing) else 0.0)
         return read + write
 
-    def part_compute_ms(self, stats: SegmentStats, parts: int, group: SplitGroup | None) -> float:
+    def part_compute_ms(self, stats: SegmentStats, parts: int, group: SplitGroup | None, prepack: bool = True) -> float:
         """Compute time of one of `parts` sub-slices: the dominant operator divides by its measured
-        serial fraction s (a part takes t x (s + (1 - s) / k)), its channel-wise tail evenly."""
+        serial fraction s (a part takes t x (s + (1 - s) / k)), its channel-wise tail evenly.
+        (With fewer cores than parts, the parts share them: see `option`.)"""
+        total = stats.compute_ms if prepack else stats.compute_unpacked_ms
         if parts == 1 or group is None:
-            return stats.compute_ms
+            return total
         head = self.graph.nodes[group.start]
+        head_ms = head.latency_ms if prepack or head.latency_unpacked_ms is None else head.latency_unpacked_ms
         serial = self.graph.serial_fractions.get(head.name, 0.0)
-        divided = (stats.compute_ms - head.latency_ms) / parts + head.latency_ms * (serial + (1 - serial) / parts)
+        divided = (total - head_ms) / parts + head_ms * (serial + (1 - serial) / parts)
         return self.link.part_ms(divided * parts, parts)
 
-    def option(self, stats: SegmentStats, parts: int = 1, group: SplitGroup | None = None) -> Option | None:
+    def option(
+        self, stats: SegmentStats, parts: int = 1, group: SplitGroup | None = None, prepack: bool = True
+    ) -> Option | None:
         """The slice run as `parts` functions; None where it breaks a memory bound."""
-        need_mb = self.memory.need_bytes(stats, parts) / MB
+        need_mb = self.memory.need_bytes(stats, parts, prepack) / MB
         bounds = self.constraints
         try:
             memory_mb = self.pricing.allocate_mb(max(need_mb, bounds.min_slice_memory_mb or 0))
@@ -147,8 +161,11 @@ class Coster:
             return None
         if bounds.max_slice_memory_mb is not None and memory_mb > bounds.max_slice_memory_mb:
             return None
-        compute = self.part_compute_ms(stats, parts, group)
+        compute = self.part_compute_ms(stats, parts, group, prepack)
         duration = self.link.invoke_ms + compute + self.io_ms(stats.inputs, stats.outputs, parts)
+        # With fewer cores than parts, the parts take turns on them: each runs parts / cores longer.
+        cores = self.constraints.cores
+        duration *= max(1.0, parts / cores) if cores else 1.0
         billed = self.pricing.billed_ms(duration, memory_mb)
         baseline = self.memory.baseline_bytes
         touched = parts * baseline * duration + stats.touched_byte_ms / parts + stats.input_bytes * stats.compute_ms
@@ -165,13 +182,17 @@ class Coster:
             touched_byte_ms=touched,
             allocated_byte_ms=parts * memory_mb * MB * billed,
             writes={t: self.transfer(t, parts) for t in stats.outputs},
+            prepack=prepack,
         )
 
     def options(self, stats: SegmentStats, group: SplitGroup | None) -> list[Option]:
-        options = [self.option(stats)]
+        """Every way to run the slice: whole or split, with and without pre-packing where that
+        changes anything."""
+        packings = [True, False] if stats.packed_bytes or stats.compute_unpacked_ms != stats.compute_ms else [True]
+        options = [self.option(stats, prepack=p) for p in packings]
         if group is not None and self.constraints.split:
             for parts in range(2, min(self.constraints.max_split, group.channels) + 1):
-                options.append(self.option(stats, parts, group))
+                options += [self.option(stats, parts, group, p) for p in packings]
         return [o for o in options if o is not None]
 
 
@@ -189,7 +210,10 @@ def plan(
     table = option_table(graph, coster, positions)
     n = len(graph)
     whole_stats = next(sweep(graph, 0, [n]))
-    whole = coster.option(whole_stats) or _unbounded(coster, whole_stats)
+    # The model served as one function, the best way it can be (pre-packed or not).
+    whole_options = coster.options(whole_stats, None)
+    whole = min(whole_options, key=lambda o: _key(o, constraints.objective)) if whole_options else None
+    whole = whole or _unbounded(coster, whole_stats)
     gateway_ms = coster.io_ms(tuple(graph.outputs), tuple(graph.inputs))
     if constraints.objective == "slo":
         chosen = _pareto_dp(table, len(positions), constraints, gateway_ms)
@@ -228,7 +252,7 @@ _Step = tuple[tuple[float, float], int, Option | None]
 def _scalar_dp(
     table: Mapping[tuple[int, int], list[Option]], count: int, constraints: Constraints
 ) -> list[Option] | None:
-    """Lexicographically best plan with at most `max_slices` slices (exact)."""
+    """Lexicographically best plan with at most `max_slices` slices, or exactly `slices` (exact)."""
     objective = constraints.objective
     best_option = {pair: min(options, key=lambda o: _key(o, objective)) for pair, options in table.items()}
     into: dict[int, list[tuple[int, Option]]] = {}
@@ -238,7 +262,7 @@ def _scalar_dp(
     layer: list[dict[int, _Step]] = [{0: ((0.0, 0.0), -1, None)}]
     final = count - 1
     best_end: tuple[tuple[float, float], int] | None = None
-    for c in range(1, constraints.max_slices + 1):
+    for c in range(1, (constraints.slices or constraints.max_slices) + 1):
         previous = layer[-1]
         current: dict[int, _Step] = {}
         for j in range(1, count):
@@ -251,7 +275,8 @@ def _scalar_dp(
                 if j not in current or total < current[j][0]:
                     current[j] = (total, i, option)
         layer.append(current)
-        if final in current and (best_end is None or current[final][0] < best_end[0]):
+        wanted = constraints.slices is None or c == constraints.slices
+        if wanted and final in current and (best_end is None or current[final][0] < best_end[0]):
             best_end = (current[final][0], c)
         if not current:
             break
@@ -285,18 +310,20 @@ def _pareto_dp(
     into: dict[int, list[tuple[int, list[Option]]]] = {}
     for (i, j), options in table.items():
         into.setdefault(j, []).append((i, options))
+    limit = constraints.slices or constraints.max_slices
+    exact = constraints.slices is not None
     labels: dict[int, list[_Label]] = {0: [_Label(0.0, 0.0, 0, None, None)]}
     for j in range(1, count):
         candidates = [
             _Label(label.cost + o.cost_usd, label.latency + o.latency_ms, label.slices + 1, label, o)
             for i, options in into.get(j, [])
             for label in labels.get(i, [])
-            if label.slices < constraints.max_slices
+            if label.slices < limit
             for o in options
             if label.latency + o.latency_ms <= budget + 1e-9
         ]
-        labels[j] = _non_dominated(candidates)
-    final = labels.get(count - 1, [])
+        labels[j] = _non_dominated(candidates, exact)
+    final = [label for label in labels.get(count - 1, []) if not exact or label.slices == constraints.slices]
     if not final:
         return None
     best = min(final, key=lambda label: (label.cost, label.latency))
@@ -308,10 +335,16 @@ def _pareto_dp(
     return chosen[::-1]
 
 
-def _non_dominated(labels: list[_Label]) -> list[_Label]:
+def _non_dominated(labels: list[_Label], exact: bool = False) -> list[_Label]:
+    """Labels no cheaper-or-equal label beats on latency and slice count; with an exact slice
+    count, a label is only beaten by one of the same count (fewer slices are not an option)."""
     kept: list[_Label] = []
     for label in sorted(labels, key=lambda x: (x.cost, x.latency, x.slices)):
-        if not any(k.latency <= label.latency and k.slices <= label.slices for k in kept):
+        beaten = (
+            k.latency <= label.latency and (k.slices == label.slices if exact else k.slices <= label.slices)
+            for k in kept
+        )
+        if not any(beaten):
             kept.append(label)
     return kept
 
@@ -352,6 +385,12 @@ def _explain_infeasible(
         if fastest is not None:
             best = gateway_ms + sum(o.latency_ms for o in fastest)
             return PlanError(f"SLO {constraints.slo_ms:g} ms is below the fastest possible latency {best:.2f} ms")
+    if constraints.slices is not None:
+        return PlanError(
+            f"no plan of exactly {constraints.slices} slices: with at most {constraints.max_cut_tensors} "
+            f"tensor(s) crossing a cut (--max-cut-tensors) the model splits into at most {len(positions) - 1}, "
+            f"each within {ceiling:,} MB"
+        )
     return PlanError(
         f"no plan of at most {constraints.max_slices} slices fits the memory bound of {ceiling:,} MB per slice"
     )

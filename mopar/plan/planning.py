@@ -29,7 +29,8 @@ def plan_model(
     baseline = profile.totals.get("runtime_baseline_bytes") or measure_peak_rss(None, profile.machine["threads"])
     graph = graphs.from_model(model.proto, profile)
     whole = next(sweep(graph, 0, [len(graph)]))
-    memory = calibrated(int(baseline), profile.totals.get("peak_memory_bytes"), whole)
+    peak = profile.totals.get("peak_memory_unpacked_bytes") or profile.totals.get("peak_memory_bytes")
+    memory = calibrated(int(baseline), peak, whole)
     return plan(graph, memory, LinkModel.load(link), pricing_tables.load(pricing), constraints)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mopar.plan.graph import Graph
+if TYPE_CHECKING:  # the graph is only read here; its module loads onnx
+    from mopar.plan.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,16 @@ class SegmentStats:
     # sum over nodes of (own weights + live activations) x node time, in byte-milliseconds:
     # the memory the nodes actually touch over time (see `planner` for resource efficiency)
     touched_byte_ms: float
+    compute_unpacked_ms: float = 0.0  # without pre-packing (`profile.prepacking`)
+    packed_bytes: int = 0  # what pre-packing the segment's weights adds to its peak
 
 
 def sweep(graph: Graph, start: int, ends: Sequence[int]) -> Iterator[SegmentStats]:
     """Stats of [start, end) for each `end` in `ends` (ascending, all > start)."""
     wanted = set(ends)
     last = max(ends)
-    compute = 0.0
+    compute = compute_unpacked = 0.0
+    packed = 0
     weights: set[str] = set()
     weight_bytes = 0
     inputs: dict[str, None] = {}
@@ -48,6 +53,8 @@ def sweep(graph: Graph, start: int, ends: Sequence[int]) -> Iterator[SegmentStat
     for k in range(start, last):
         node = graph.nodes[k]
         compute += node.latency_ms
+        compute_unpacked += node.latency_ms if node.latency_unpacked_ms is None else node.latency_unpacked_ms
+        packed += node.packed_bytes
         own_weights = 0
         for w in node.weights:
             own_weights += graph.weight_bytes[w]
@@ -85,4 +92,6 @@ def sweep(graph: Graph, start: int, ends: Sequence[int]) -> Iterator[SegmentStat
                 inputs=tuple(inputs),
                 outputs=outputs,
                 touched_byte_ms=touched,
+                compute_unpacked_ms=compute_unpacked,
+                packed_bytes=packed,
             )

@@ -1,10 +1,7 @@
 """Per-node profile of a model: onnxruntime's own kernel timings, weights, outputs, FLOPs.
 
-The trace is onnxruntime's Chrome-trace JSON: events with `cat == "Node"` whose name
-ends in `_kernel_time` carry a node's kernel time in microseconds (`dur`); events named
-`model_run` delimit runs. Optimised graphs rename or fuse nodes, so every timing is
-mapped back to a node of the original graph (by name, else by the tensor it writes,
-else to the node that ran just before it), and later stages can cut around any cost.
+Node times come from onnxruntime's own profiling trace, mapped back onto the original
+graph (`trace`), so later stages can cut around any cost.
 """
 
 from __future__ import annotations
@@ -15,8 +12,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +23,7 @@ import onnxruntime as ort
 
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
-from mopar.profile import shapes, splitcost
+from mopar.profile import prepacking, shapes, splitcost, trace
 from mopar.profile.compressibility import measure_ratios
 from mopar.profile.flops import node_flops
 from slice_runtime.footprint import measure_peak_rss
@@ -35,12 +31,6 @@ from slice_runtime.sessions import open_session
 from slice_runtime.tensors import TensorSpec, random_inputs
 
 FORMAT = "mopar.profile/v1"
-KERNEL_SUFFIX = "_kernel_time"
-# What onnxruntime adds to the names of nodes it rewrites: a prefix on fused nodes
-# ("fused classifier.fc1/Gemm"), a suffix on the tensor a re-laid-out node is named after.
-_REWRITE_PREFIXES = ("fused ",)
-_REWRITE_SUFFIXES = ("_nchwc",)
-
 Progress = Callable[[str, int, int], None]  # (phase, done, total), see console.progress
 
 
@@ -53,6 +43,10 @@ class NodeProfile:
     output_bytes: int
     flops: int | None
     outputs: list[TensorSpec] = field(default_factory=list)
+    # Without pre-packing (`prepacking`): its kernel time (None: the same), and what its packed
+    # weights add to a fresh process's peak.
+    latency_unpacked_ms: float | None = None
+    packed_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -69,6 +63,8 @@ class NodeProfile:
             output_bytes=int(data["output_bytes"]),
             flops=None if data.get("flops") is None else int(data["flops"]),
             outputs=[TensorSpec.from_json(o) for o in data.get("outputs", [])],
+            latency_unpacked_ms=None if data.get("latency_unpacked_ms") is None else float(data["latency_unpacked_ms"]),
+            packed_bytes=int(data.get("packed_bytes", 0)),
         )
 
 
@@ -181,11 +177,11 @@ def profile_model(
             report("memory", 1, 2)
             baseline = measure_peak_rss(None, threads, optimization)
             report("memory", 2, 2)
+        packing = prepacking.measure(
+            model.proto, serialized, feeds, threads, optimization, warmup, runs, peak, Path(tmp), report
+        )
 
-    producers = {out: node.name for node in graph.node for out in node.output}
-    per_node, fallback_ms = node_latencies(
-        events, [n.name for n in graph.node], producers, warmup, _chain_parents(graph)
-    )
+    per_node, fallback_ms = trace.per_node_ms(events, graph, warmup)
     weight_bytes = _weight_bytes_by_node(graph)
     shape_of = {name: spec.shape for name, spec in specs.items()}
     shape_of.update({t.name: tuple(t.dims) for t in graph.initializer})
@@ -201,6 +197,10 @@ def profile_model(
                 output_bytes=sum(o.nbytes for o in outputs),
                 flops=node_flops(node, shape_of),
                 outputs=outputs,
+                latency_unpacked_ms=(
+                    round(packing.unpacked_ms[node.name], 4) if node.name in packing.unpacked_ms else None
+                ),
+                packed_bytes=packing.packed_bytes.get(node.name, 0),
             )
         )
     fractions: dict[str, float] = {}
@@ -212,12 +212,13 @@ def profile_model(
     known_flops = [n.flops for n in nodes if n.flops is not None]
     totals = {
         "latency_ms": round(statistics.median(wall), 4),
-        "profiled_run_ms": round(statistics.median(ms for _, ms in _runs(events)[warmup:]), 4),
+        "profiled_run_ms": round(statistics.median(ms for _, ms in trace.run_times(events)[warmup:]), 4),
         "node_latency_ms": round(sum(n.latency_ms for n in nodes), 4),
         "fallback_attributed_ms": round(fallback_ms, 4),
         "weight_bytes": model.weight_bytes,
         "flops": sum(known_flops),
         "peak_memory_bytes": peak,
+        "peak_memory_unpacked_bytes": packing.peak_unpacked_bytes,
         "runtime_baseline_bytes": baseline,
     }
     return Profile(
@@ -233,86 +234,6 @@ def profile_model(
     )
 
 
-def node_latencies(
-    events: Iterable[Mapping[str, Any]],
-    node_names: Sequence[str],
-    producers: Mapping[str, str],
-    warmup: int,
-    chain_parent: Mapping[str, str] | None = None,
-) -> tuple[dict[str, float], float]:
-    """Median kernel time in ms per original node over the runs after `warmup`.
-
-    A fused kernel is named after the tensor it writes, often the activation at the end
-    of the chain; `chain_parent` (node -> the producer of its only data input, where that
-    tensor has no other consumer) moves its time back to the first node of the chain that
-    has no kernel of its own, so a Conv+Relu's time lands on the Conv, beside its weights.
-
-    Returns the medians and the median time per run that could only be attributed to
-    the node that ran before it (kernels onnxruntime inserted, such as layout reorders).
-    """
-    events = list(events)
-    runs = [(start, start + ms * 1000.0) for start, ms in _runs(events)[warmup:]]
-    kernels = sorted(
-        (e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)),
-        key=lambda e: e["ts"],
-    )
-    known = set(node_names)
-    parents = chain_parent or {}
-    with_kernel = {
-        node for e in kernels if (node := _original_node(e["name"][: -len(KERNEL_SUFFIX)], known, producers))
-    }
-
-    def chain_head(node: str) -> str:
-        while node in parents and parents[node] not in with_kernel:
-            node = parents[node]
-        return node
-
-    per_run: list[dict[str, float]] = []
-    fallback_per_run: list[float] = []
-    for start, end in runs:
-        times: dict[str, float] = defaultdict(float)
-        fallback, previous, orphans = 0.0, None, 0.0
-        for event in kernels:
-            if not start <= event["ts"] <= end:
-                continue
-            ms = event["dur"] / 1000.0
-            node = _original_node(event["name"][: -len(KERNEL_SUFFIX)], known, producers)
-            if node is not None:
-                node = chain_head(node)
-            if node is None:
-                fallback += ms
-                if previous is None:
-                    orphans += ms  # before any known node: goes to the first one
-                else:
-                    times[previous] += ms
-                continue
-            times[node] += ms + orphans
-            orphans, previous = 0.0, node
-        per_run.append(times)
-        fallback_per_run.append(fallback)
-    medians = {name: statistics.median(run.get(name, 0.0) for run in per_run) for name in node_names} if per_run else {}
-    return medians, statistics.median(fallback_per_run) if fallback_per_run else 0.0
-
-
-def _runs(events: Iterable[Mapping[str, Any]]) -> list[tuple[float, float]]:
-    """(start timestamp in us, duration in ms) of every `model_run` in the trace, in order."""
-    return sorted(
-        (e["ts"], e["dur"] / 1000.0) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )
-
-
-def _original_node(trace_name: str, known: set[str], producers: Mapping[str, str]) -> str | None:
-    names = [trace_name, *(trace_name.removeprefix(p) for p in _REWRITE_PREFIXES if trace_name.startswith(p))]
-    for name in names:
-        if name in known:
-            return name
-    for name in names:
-        for candidate in (name, *(name.removesuffix(s) for s in _REWRITE_SUFFIXES)):
-            if candidate in producers:
-                return producers[candidate]
-    return None
-
-
 def _time_runs(
     session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], warmup: int, runs: int, report: Progress
 ) -> list[float]:
@@ -325,22 +246,6 @@ def _time_runs(
         wall.append((time.perf_counter() - start) * 1000.0)
         report("timing", i + 1, runs)
     return wall
-
-
-def _chain_parents(graph: onnx.GraphProto) -> dict[str, str]:
-    """node -> producer of its first data input, where this node is that tensor's only consumer."""
-    initializers = {t.name for t in graph.initializer}
-    producers = {out: node.name for node in graph.node for out in node.output}
-    consumers: dict[str, int] = defaultdict(int)
-    for node in graph.node:
-        for name in set(node.input):
-            consumers[name] += 1
-    parents = {}
-    for node in graph.node:
-        data = [i for i in node.input if i and i not in initializers]
-        if data and data[0] in producers and consumers[data[0]] == 1:
-            parents[node.name] = producers[data[0]]
-    return parents
 
 
 def _weight_bytes_by_node(graph: onnx.GraphProto) -> dict[str, int]:

@@ -231,6 +231,7 @@ def _write(
         group=group,
         codecs={o.name: codecs.get(manifests.whole_tensor(o.name), "none") for o in outputs},
         memory_mb=planned.get("memory_mb"),
+        prepack=bool(planned.get("prepack", True)),
         data_file=data_name,
         data_sha256=data_sha256,
     )

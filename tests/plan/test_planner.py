@@ -220,3 +220,84 @@ def test_pricing_from_a_file(tmp_path) -> None:
     path.write_text("gb_seconds_usd: 1\n")
     with pytest.raises(Exception, match="unknown keys gb_seconds_usd"):
         pricing.load(str(path))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_exactly_n_slices(count: int) -> None:
+    """`--slices N`: N slices, the best N for the objective, even where fewer would be cheaper."""
+    graph = random_dag(11, 9)
+    for objective in ("cost", "latency"):
+        result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective=objective, slices=count))
+        assert len(result.slices) == count
+        best = brute_force_exact(graph, Constraints(objective=objective, slices=count))
+        assert _plan_value(result.slices, objective) == pytest.approx(best)
+
+
+def brute_force_exact(graph: Graph, constraints: Constraints) -> tuple[float, float]:
+    coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA, constraints)
+    inner = graph.cut_positions(constraints.max_cut_tensors)[1:-1]
+    groups = {(g.start, g.end): g for g in graph.split_groups(constraints.dominance)}
+    values = []
+    assert constraints.slices is not None
+    for cuts in itertools.combinations(inner, constraints.slices - 1):
+        bounds = [0, *cuts, len(graph)]
+        options = [coster.options(next(sweep(graph, a, [b])), groups.get((a, b))) for a, b in zip(bounds, bounds[1:])]
+        values += [_plan_value(list(choice), constraints.objective) for choice in itertools.product(*options)]
+    return min(values)
+
+
+def test_more_slices_than_the_model_can_be_cut_into_says_so() -> None:
+    graph = random_dag(11, 4)
+    with pytest.raises(PlanError, match="no plan of exactly 9 slices"):
+        plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(slices=9))
+
+
+def test_parts_beyond_the_cores_take_turns() -> None:
+    """Sub-slices run at once only on as many cores as there are: on one core a 2-way split is
+    never faster than the slice whole; with a core each it is."""
+    nodes = [Node("conv", "Conv", ("x",), ("y",), ("w",), 40.0, {"group": 1}, ("x", "w"))]
+    shapes = {"x": (1, 16, 8, 8), "y": (1, 64, 8, 8)}
+    sizes = {"x": 10_000, "y": 10_000}
+    graph = Graph(
+        "conv", nodes, sizes, {"w": 200 * MB}, ["x"], ["y"], weight_shapes={"w": (64, 16, 3, 3)}, tensor_shapes=shapes
+    )
+    (group,) = graph.split_groups(0.05)
+    stats = next(sweep(graph, 0, [1]))
+    latency = {}
+    for cores in (None, 1, 2):
+        coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency", cores=cores))
+        whole, split = coster.option(stats), coster.option(stats, 2, group)
+        assert whole is not None and split is not None
+        latency[cores] = (whole.latency_ms, split.latency_ms)
+    assert latency[None][1] < 0.6 * latency[None][0]
+    assert latency[2] == latency[None]
+    assert latency[1][1] >= latency[1][0]
+    one_core = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency", cores=1))
+    assert [o.parts for o in one_core.slices] == [1]
+
+
+def test_pre_packing_is_chosen_per_slice_by_its_cost() -> None:
+    """A slice pre-packs when that buys time, and does not where it only costs memory."""
+    base = [Node(f"n{i}", "MatMul", (f"t{i - 1}" if i else "x",), (f"t{i}",), (f"w{i}",), 20.0) for i in range(2)]
+    weights = {"w0": 50 * MB, "w1": 300 * MB}
+    sizes = {"x": 1000, "t0": 1000, "t1": 1000}
+    # n0 runs much slower unpacked and packs for free; n1 packs 300 MB more for no time.
+    nodes = [
+        Node(**{**base[0].__dict__, "latency_unpacked_ms": 35.0, "packed_bytes": 0}),
+        Node(**{**base[1].__dict__, "latency_unpacked_ms": 20.0, "packed_bytes": 300 * MB}),
+    ]
+    graph = Graph("packing", nodes, sizes, weights, ["x"], ["t1"])
+    result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(slices=2))
+    assert [o.prepack for o in result.slices] == [True, False]
+
+
+def test_no_plan_passes_the_attainable_limit() -> None:
+    from mopar.plan.limit import attainable
+
+    for seed in range(6):
+        graph = random_dag(seed, 8)
+        bound = attainable(graph, MEMORY, pricing.LAMBDA)
+        for objective in ("cost", "latency"):
+            result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective=objective))
+            assert sum(o.gb_seconds for o in result.slices) >= bound.gb_seconds
+            assert bound.saving >= 1.0

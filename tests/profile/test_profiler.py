@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 from mopar.model.modelfile import load_model
-from mopar.profile.profiler import Profile, node_latencies, profile_model
+from mopar.profile.profiler import Profile, profile_model
+from mopar.profile.trace import node_latencies
 from tests.support import run_cli
 
 
