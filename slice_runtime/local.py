@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from slice_runtime import calls, loops
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, SettingError
 from slice_runtime.gateway.client import HttpSlices
@@ -67,6 +68,7 @@ class LocalServer:
     worker_args: list[str] = field(default_factory=list)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     request_timeout: float = 60.0
+    inline_limit: int = calls.DEFAULT_INLINE_LIMIT
     max_body_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
@@ -148,8 +150,9 @@ class LocalServer:
             name=self.name,
             retry=self.retry,
             request_timeout=self.request_timeout,
+            inline_limit=self.inline_limit,
         )
-        self._runner = web.AppRunner(build_app(self.plane, self.max_body_bytes))
+        self._runner = web.AppRunner(build_app(self.plane, self.max_body_bytes), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self._supervisor = asyncio.ensure_future(self._supervise())
@@ -186,6 +189,7 @@ def main(args: argparse.Namespace) -> int:
         host=args.host,
         threads=args.threads,
         name=args.name,
+        inline_limit=args.inline_kb * 1024,
     )
 
     async def serve() -> None:
@@ -208,5 +212,6 @@ def main(args: argparse.Namespace) -> int:
         print("stopping", file=sys.stderr, flush=True)
         await server.stop()
 
+    loops.install()
     asyncio.run(serve())
     return 0

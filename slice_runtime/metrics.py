@@ -51,3 +51,24 @@ GATEWAY_RETRIES = Counter(
     "mopar_gateway_slice_retries_total", "Slice calls retried after a failure.", ["model", "slice"]
 )
 STORE_UP = Gauge("mopar_store_up", "1 when the activation store answered its last health check.", ["model"])
+
+
+class SliceSeries:
+    """One worker's series, looked up once: a slice call updates a dozen of them, and a label
+    lookup each time costs more than the update."""
+
+    def __init__(self, model: str, slice_id: str) -> None:
+        labels = {"model": model, "slice": slice_id}
+        self.requests = {
+            o: SLICE_REQUESTS.labels(**labels, outcome=o) for o in ("ok", "input_missing", "store_error", "error")
+        }
+        self.inference = SLICE_INFERENCE.labels(**labels)
+        self.transport = {d: SLICE_TRANSPORT.labels(**labels, direction=d) for d in ("read", "write")}
+        self.bytes = {
+            (d, e): SLICE_BYTES.labels(**labels, direction=d, encoding=e)
+            for d in ("read", "write")
+            for e in ("raw", "wire")
+        }
+        self.in_flight = SLICE_IN_FLIGHT.labels(**labels)
+        self.ready = SLICE_READY.labels(**labels)
+        self.store_up = STORE_UP.labels(model=model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from slice_runtime import calls
 from slice_runtime.config import env_float, env_int, env_str
 
 
@@ -79,6 +80,18 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-body-mb", type=float, default=env_float("MOPAR_MAX_BODY_MB", 64.0, 0.001))
     parser.add_argument("--ttl", type=float, default=env_float("MOPAR_ACTIVATION_TTL", 300.0, 1.0))
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=env_str("MOPAR_ACCESS_LOG", "") in ("1", "true"),
+        help="log every request (default off; $MOPAR_ACCESS_LOG)",
+    )
+    parser.add_argument(
+        "--inline-kb",
+        type=int,
+        default=env_int("MOPAR_INLINE_KB", calls.DEFAULT_INLINE_LIMIT // 1024, 0),
+        help="tensors up to this many KiB travel inside the slice calls, larger ones through the store",
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,3 +101,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
     parser.add_argument("--name", help="model name (default: the manifest's)")
+    parser.add_argument(
+        "--inline-kb",
+        type=int,
+        default=calls.DEFAULT_INLINE_LIMIT // 1024,
+        help="tensors up to this many KiB travel inside the slice calls (default %(default)s)",
+    )

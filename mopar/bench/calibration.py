@@ -191,16 +191,76 @@ def measure_parallel_efficiency(runs: int = 12) -> float:
     return round(min(1.0, alone / together), 3)
 
 
+_CALL_SERVER = """
+import sys
+from aiohttp import web
+from slice_runtime import loops
+async def run(request):
+    await request.read()
+    return web.Response(body=b"ok")
+app = web.Application(client_max_size=1 << 30)
+app.router.add_post("/run", run)
+loops.install()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def measure_calls(repeat: int = 40) -> float:
+    """Bytes per ms a slice call's body moves at (an HTTP POST to another process, as the
+    gateway calls a worker), from the time of a 16 KiB and a 1 MiB body."""
+    import subprocess
+    import sys
+
+    from slice_runtime.local import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _CALL_SERVER, str(port)])
+    try:
+        small, large = asyncio.run(_post_times(f"http://127.0.0.1:{port}/run", (16 * 1024, 1 << 20), repeat))
+    finally:
+        server.terminate()
+        server.wait(10)
+    return ((1 << 20) - 16 * 1024) / max(large - small, 1e-6)
+
+
+async def _post_times(url: str, sizes: tuple[int, ...], repeat: int) -> list[float]:
+    from aiohttp import ClientError, ClientSession
+
+    async with ClientSession() as session:
+        for _ in range(100):  # until the server listens
+            try:
+                async with session.post(url, data=b"") as response:
+                    await response.read()
+                break
+            except ClientError:
+                await asyncio.sleep(0.05)
+        medians = []
+        for size in sizes:
+            body, times = b"x" * size, []
+            for i in range(repeat + 5):
+                started = time.perf_counter()
+                async with session.post(url, data=body) as response:
+                    await response.read()
+                if i >= 5:
+                    times.append((time.perf_counter() - started) * 1000.0)
+            medians.append(statistics.median(times))
+    return medians
+
+
 def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
+    from slice_runtime import calls, loops
+
+    loops.install()  # measured on the loop the workers and the gateway run
     hop_ms, bytes_per_ms = measure_store(redis_url, repeat)
-    # The chain's tiny tensors already paid a read and a write round trip per slice; the
-    # planner adds those per slice itself, so they are taken out here.
-    invoke_ms = max(measure_invoke(redis_url) - 2 * hop_ms, 0.0)
+    # The chain's tiny tensors travel inside the calls: the difference per slice is the call itself.
+    invoke_ms = measure_invoke(redis_url)
     return LinkModel(
         hop_ms=round(hop_ms, 4),
         bytes_per_ms=round(bytes_per_ms),
         invoke_ms=round(invoke_ms, 4),
         codecs=measure_codecs(),
         parallel_efficiency=measure_parallel_efficiency(),
+        inline_bytes=calls.DEFAULT_INLINE_LIMIT,
+        call_bytes_per_ms=round(measure_calls()),
         source=f"mopar calibrate --redis {redis_url} on {time.strftime('%Y-%m-%d')}",
     )

@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
     model.save(args.output)
     out.print(
         f"store round trip {model.hop_ms:.3f} ms, {model.bytes_per_ms / 1e6:.2f} GB/s; "
-        f"per-slice overhead {model.invoke_ms:.3f} ms; parallel efficiency of two sub-slices "
+        f"per-slice overhead {model.invoke_ms:.3f} ms; tensors up to {model.inline_bytes // 1024} KiB inside "
+        f"the calls at {model.call_bytes_per_ms / 1e6:.2f} GB/s; parallel efficiency of two sub-slices "
         f"{model.parallel_efficiency:.2f}"
     )
     for name, speed in model.codecs.items():

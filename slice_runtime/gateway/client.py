@@ -1,13 +1,14 @@
-"""The gateway's client of its slice workers: `POST /run` and `GET /health/ready` over one
-pooled aiohttp session."""
+"""The gateway's client of its slice workers: `POST /run` (`calls`) and `GET /health/ready`
+over one pooled aiohttp session (connections kept alive, one pool per worker)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
 
 import aiohttp
 
+from slice_runtime import calls
 from slice_runtime.gateway.core import SliceCallError
 
 
@@ -25,15 +26,20 @@ class HttpSlices:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
-    async def run(self, slice_id: str, request_id: str) -> dict[str, Any]:
+    async def run(self, slice_id: str, call: calls.Call) -> calls.Reply:
         url = f"{self.endpoints[slice_id]}/run"
         timeout = aiohttp.ClientTimeout(total=self.call_timeout)
+        body, headers = calls.encode_call(call)
         try:
-            async with self.session.post(url, json={"request_id": request_id}, timeout=timeout) as response:
-                body = await response.json(content_type=None)
+            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as response:
+                payload = await response.read()
                 if response.status == 200:
-                    return body  # type: ignore[no-any-return]
-                message = f"slice {slice_id} answered {response.status}: {body.get('error', body)}"
+                    return calls.decode_reply(payload, response.headers.get(calls.HEADER_LENGTH))
+                try:
+                    error = json.loads(payload).get("error", payload[:200])
+                except (ValueError, AttributeError):
+                    error = payload[:200]
+                message = f"slice {slice_id} answered {response.status}: {error}"
                 raise SliceCallError(message, retryable=response.status >= 500)
         except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             raise SliceCallError(f"slice {slice_id} at {url}: {type(error).__name__} {error}".strip(), True) from None

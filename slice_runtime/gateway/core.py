@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from slice_runtime import codec, metrics, probes, v2
+from slice_runtime import calls, codec, metrics, probes, v2
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import MissingTensors, ModelNotFound, SliceFailed, TransportError
 from slice_runtime.store import Transport
@@ -54,7 +54,7 @@ class SliceCallError(Exception):
 class Slices(Protocol):
     """How the data plane reaches its slice workers (`client.HttpSlices` over HTTP)."""
 
-    async def run(self, slice_id: str, request_id: str) -> dict[str, Any]: ...
+    async def run(self, slice_id: str, call: calls.Call) -> calls.Reply: ...
 
     async def ready(self, slice_id: str) -> bool: ...
 
@@ -72,6 +72,7 @@ class DataPlane:
         request_timeout: float = 60.0,
         ttl_seconds: float = 300.0,
         input_codec: str = "none",
+        inline_limit: int = calls.DEFAULT_INLINE_LIMIT,
     ) -> None:
         self.manifest = manifest
         self.name = name or manifest.name
@@ -81,6 +82,7 @@ class DataPlane:
         self.request_timeout = request_timeout
         self.ttl_seconds = ttl_seconds
         self.input_codec = codec.CodecSetting.parse(input_codec)
+        self.inline_limit = inline_limit  # frames up to this size travel inside the calls
         # Readers of each tensor: the slices that take it, plus the gateway for the outputs.
         self.readers: dict[str, int] = {}
         for entry in manifest.slices:
@@ -117,25 +119,38 @@ class DataPlane:
         v2.check_inputs(inputs, self.manifest.inputs)
         request_id = uuid.uuid4().hex
         frames = {name: codec.encode(array, self.input_codec) for name, array in inputs.items()}
-        await self.transport.put(request_id, frames, self.ttl_seconds)
+        # Frames that fit travel inside the calls (`calls`); the others go through the store.
+        held = {name: frame for name, frame in frames.items() if len(frame) <= self.inline_limit}
+        stored = {name: frame for name, frame in frames.items() if name not in held}
+        if stored:
+            await self.transport.put(request_id, stored, self.ttl_seconds)
+        in_store = set(stored)  # what this request has in the store, as far as the gateway knows
+        clean = False
         try:
-            await asyncio.wait_for(self._run_slices(request_id), self.request_timeout)
+            await asyncio.wait_for(self._run_slices(request_id, held, in_store), self.request_timeout)
             names = self.output_tensors
+            missing = [name for name in names if name not in held]
             try:
-                output_frames = await self.transport.get(request_id, names)
+                fetched = dict(zip(missing, await self.transport.get(request_id, missing))) if missing else {}
             except MissingTensors as error:  # the slices said they wrote them: ours, not the caller's
                 raise SliceFailed(str(error)) from None
-            arrays = [codec.decode(f) for f in output_frames]
+            arrays = [codec.decode(held[name] if name in held else fetched[name]) for name in names]
+            clean = not in_store
             return self.manifest.join_outputs(dict(zip(names, arrays)))
         except TimeoutError:
             raise SliceFailed(f"request {request_id} timed out after {self.request_timeout:g} s") from None
         finally:
-            try:
-                await self.transport.delete(request_id, self.all_tensors)
-            except TransportError as error:  # the TTL removes them later
-                log.warning("could not delete the tensors of request %s: %s", request_id, error)
+            # Whatever the request may have left (a failed call may have written before failing).
+            if not clean:
+                try:
+                    await self.transport.delete(request_id, self.all_tensors)
+                except TransportError as error:  # the TTL removes them later
+                    log.warning("could not delete the tensors of request %s: %s", request_id, error)
 
-    async def _run_slices(self, request_id: str) -> None:
+    async def _run_slices(self, request_id: str, held: dict[str, bytes], in_store: set[str]) -> None:
+        """Run every slice once its dependencies are done. `held`: the request's frames that
+        travel inline, kept until their last reader has them (model outputs stay); `in_store`:
+        the tensors the slices wrote to the store, kept until theirs has."""
         remaining = dict(self.readers)
         tasks: dict[str, asyncio.Task[None]] = {}
         deletions: list[asyncio.Task[int]] = []
@@ -143,12 +158,18 @@ class DataPlane:
         async def run(entry: manifests.SliceEntry) -> None:
             if entry.depends_on:
                 await asyncio.gather(*(tasks[d] for d in entry.depends_on))
-            await self._call(entry.id, request_id)
+            inline = {spec.name: held[spec.name] for spec in entry.inputs if spec.name in held}
+            reply = await self._call(entry.id, calls.Call(request_id, inline, self.inline_limit))
+            held.update(reply.inline)
+            in_store.update(spec.name for spec in entry.outputs if spec.name not in reply.inline)
             done_with = []
             for spec in entry.inputs:
                 remaining[spec.name] -= 1
                 if remaining[spec.name] == 0:
-                    done_with.append(spec.name)
+                    held.pop(spec.name, None)
+                    if spec.name in in_store:
+                        in_store.discard(spec.name)
+                        done_with.append(spec.name)
             if done_with:  # free the store as soon as a tensor's last reader is done, off the critical path
                 deletions.append(asyncio.ensure_future(self.transport.delete(request_id, done_with)))
 
@@ -161,13 +182,13 @@ class DataPlane:
                 task.cancel()
             await asyncio.gather(*tasks.values(), *deletions, return_exceptions=True)
 
-    async def _call(self, slice_id: str, request_id: str) -> dict[str, Any]:
+    async def _call(self, slice_id: str, call: calls.Call) -> calls.Reply:
         delays = self.retry.delays()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self.slices.run(slice_id, request_id)
+                return await self.slices.run(slice_id, call)
             except SliceCallError as error:
                 delay = next(delays, None) if error.retryable else None
                 if delay is None:

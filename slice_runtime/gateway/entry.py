@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from slice_runtime import loops
 from slice_runtime import manifest as manifests
 from slice_runtime.config import env_str
 from slice_runtime.errors import SettingError
@@ -53,6 +54,7 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
         retry=RetryPolicy(attempts=args.retries + 1),
         request_timeout=args.request_timeout,
         ttl_seconds=args.ttl,
+        inline_limit=args.inline_kb * 1024,
     )
 
 
@@ -66,11 +68,13 @@ def main(args: argparse.Namespace) -> int:
         await plane.transport.close()
 
     app.on_cleanup.append(close)
+    loops.install()
     web.run_app(
         app,
         host=args.host,
         port=args.port,
         shutdown_timeout=60.0,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
         print=lambda *_: log.info("serving %s on %s:%d", plane.name, args.host, args.port),
     )
     return 0

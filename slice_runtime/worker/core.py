@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from slice_runtime import codec, metrics, probes
+from slice_runtime import calls, codec, metrics, probes
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, MissingTensors, TransportError
 from slice_runtime.footprint import peak_rss_bytes, rss_bytes
@@ -29,6 +29,10 @@ from slice_runtime.sessions import open_serving_session
 from slice_runtime.store import Transport, open_transport
 
 log = logging.getLogger("mopar.worker")
+# A slice whose runs take less than this (median of its first runs) runs in the event loop's
+# thread: handing it to a thread and back costs about 0.1 ms, more than the loop loses.
+SHORT_RUN_MS = 0.5
+SHORT_RUN_SAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class SliceWorker:
         if settings.slice_id not in entries:
             raise ManifestError(f"slice {settings.slice_id!r} is not in the manifest; it has: {', '.join(entries)}")
         self.entry = entries[settings.slice_id]
-        self.labels = {"model": self.manifest.name, "slice": self.entry.id}
+        self.series = metrics.SliceSeries(self.manifest.name, self.entry.id)
         # Each output's codec (auto: the planner's choice in the manifest), parsed once: a bad
         # setting fails at start, not at the first request.
         self.output_codecs = {
@@ -75,6 +79,7 @@ class SliceWorker:
         self.moved = {"read_raw": 0, "read_wire": 0, "write_raw": 0, "write_wire": 0}
         self.store_reachable = probes.ThrottledCheck(self._ping_store)
         self.idle_rss_bytes = 0
+        self.short_runs = False  # decided on the first runs' compute times
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -85,7 +90,7 @@ class SliceWorker:
         self.idle_rss_bytes = rss_bytes()
         started = time.perf_counter()
         self.session = await asyncio.get_running_loop().run_in_executor(
-            self.executor, open_serving_session, path, self.settings.threads
+            self.executor, open_serving_session, path, self.settings.threads, self.entry.prepack
         )
         log.info("slice %s loaded from %s in %.2f s", self.entry.id, path, time.perf_counter() - started)
 
@@ -122,53 +127,66 @@ class SliceWorker:
             ok = True
         except TransportError:
             ok = False
-        metrics.STORE_UP.labels(model=self.manifest.name).set(1 if ok else 0)
+        self.series.store_up.set(1 if ok else 0)
         return ok
 
     async def ready(self) -> bool:
         ready = self.session is not None and await self.store_reachable()
-        metrics.SLICE_READY.labels(**self.labels).set(1 if ready else 0)
+        self.series.ready.set(1 if ready else 0)
         return ready
 
     # -- the work ----------------------------------------------------------------
-    async def run(self, request_id: str) -> dict[str, Any]:
+    async def run(self, call: calls.Call) -> calls.Reply:
+        """Run the slice for one request: inputs from the call (inline) or the store, outputs back
+        in the reply where their frames fit the call's inline limit, else into the store."""
         assert self.transport is not None and self.session is not None
-        labels = self.labels
+        series = self.series
+        request_id = call.request_id
         self.in_flight += 1
-        metrics.SLICE_IN_FLIGHT.labels(**labels).inc()
+        series.in_flight.inc()
         started = time.perf_counter()
         try:
             async with self.slots:
                 names = [s.name for s in self.entry.inputs]
-                frames = await self.transport.get(request_id, names)
+                stored = [name for name in names if name not in call.inline]
+                fetched = dict(zip(stored, await self.transport.get(request_id, stored))) if stored else {}
+                frames = [call.inline[name] if name in call.inline else fetched[name] for name in names]
                 feeds = {name: codec.decode(frame) for name, frame in zip(names, frames)}
                 read_done = time.perf_counter()
                 wanted = [s.name for s in self.entry.outputs]
-                arrays = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.session.run, wanted, feeds
-                )
+                if self.short_runs:  # a thread hop would cost more than blocking the loop for the run
+                    arrays = self.session.run(wanted, feeds)
+                else:
+                    arrays = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self.session.run, wanted, feeds
+                    )
                 compute_done = time.perf_counter()
                 encoded, report = self._encode(dict(zip(wanted, arrays)))
-                await self.transport.put(request_id, encoded, self.settings.ttl_seconds)
+                inline = {name: frame for name, frame in encoded.items() if len(frame) <= call.inline_limit}
+                to_store = {name: frame for name, frame in encoded.items() if name not in inline}
+                if to_store:
+                    await self.transport.put(request_id, to_store, self.settings.ttl_seconds)
+                for name, frame in encoded.items():
+                    report[name]["inline"] = len(frame) if name in inline else None
                 write_done = time.perf_counter()
         except Exception as error:
             if isinstance(error, MissingTensors):
                 outcome = "input_missing"
             else:
                 outcome = "store_error" if isinstance(error, TransportError) else "error"
-            metrics.SLICE_REQUESTS.labels(**labels, outcome=outcome).inc()
+            series.requests[outcome].inc()
             raise
         finally:
             self.in_flight -= 1
-            metrics.SLICE_IN_FLIGHT.labels(**labels).dec()
-        metrics.SLICE_REQUESTS.labels(**labels, outcome="ok").inc()
-        metrics.SLICE_INFERENCE.labels(**labels).observe(compute_done - read_done)
-        metrics.SLICE_TRANSPORT.labels(**labels, direction="read").observe(read_done - started)
-        metrics.SLICE_TRANSPORT.labels(**labels, direction="write").observe(write_done - compute_done)
+            series.in_flight.dec()
+        series.requests["ok"].inc()
+        series.inference.observe(compute_done - read_done)
+        series.transport["read"].observe(read_done - started)
+        series.transport["write"].observe(write_done - compute_done)
         raw_in = sum(codec.frame_info(f)[0] for f in frames)
         wire_in = sum(len(f) for f in frames)
-        metrics.SLICE_BYTES.labels(**labels, direction="read", encoding="raw").inc(raw_in)
-        metrics.SLICE_BYTES.labels(**labels, direction="read", encoding="wire").inc(wire_in)
+        series.bytes["read", "raw"].inc(raw_in)
+        series.bytes["read", "wire"].inc(wire_in)
         self.moved["read_raw"] += raw_in
         self.moved["read_wire"] += wire_in
         self.moved["write_raw"] += sum(r["raw_bytes"] for r in report.values())
@@ -181,12 +199,16 @@ class SliceWorker:
         )
         self.runs += 1
         self.recent.append(timings)
-        return {
+        if self.runs == SHORT_RUN_SAMPLES:
+            compute = statistics.median(t[1] for t in self.recent)
+            self.short_runs = compute < SHORT_RUN_MS and self.settings.concurrency == 1
+        summary = {
             "request_id": request_id,
             "slice": self.entry.id,
             "outputs": report,
             "timings_ms": dict(zip(("read", "compute", "write", "total"), (round(t, 3) for t in timings))),
         }
+        return calls.Reply(summary, inline)
 
     def _codec_setting(self, tensor: str, codec_name: str) -> tuple[str, codec.CodecSetting]:
         name = self.entry.codecs.get(tensor, "none") if codec_name == "auto" else codec_name
@@ -200,8 +222,8 @@ class SliceWorker:
             encoded[name] = frame
             raw, wire = codec.frame_info(frame)
             report[name] = {"raw_bytes": raw, "wire_bytes": wire, "codec": setting_name}
-            metrics.SLICE_BYTES.labels(**self.labels, direction="write", encoding="raw").inc(raw)
-            metrics.SLICE_BYTES.labels(**self.labels, direction="write", encoding="wire").inc(wire)
+            self.series.bytes["write", "raw"].inc(raw)
+            self.series.bytes["write", "wire"].inc(wire)
         return encoded, report
 
     def stats(self) -> dict[str, Any]:

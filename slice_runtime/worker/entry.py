@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from slice_runtime import loops
 from slice_runtime.errors import RuntimeFailure, SettingError
 from slice_runtime.options import add_worker_arguments
 from slice_runtime.worker.core import SliceWorker, WorkerSettings
@@ -40,6 +41,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
 
 
 def main(args: argparse.Namespace) -> int:
+    loops.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_args(args)
     try:
@@ -52,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=60.0,
+        access_log=None,  # every call is the gateway's; its metrics count them, a log line each costs time
         print=lambda *_: log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port),
     )
     return 0

@@ -1,9 +1,10 @@
 """The worker's HTTP adapter: a small control API in front of `SliceWorker`.
 
-    POST /run {"request_id": R}  ->  reads the slice's inputs of request R from the store,
-                                     runs onnxruntime, writes its outputs under R, answers
-                                     {"request_id", "outputs": {name: {raw_bytes, wire_bytes,
-                                     codec}}, "timings_ms": {read, compute, write, total}}
+    POST /run (`calls`: request R, small tensors inline)  ->  takes the slice's inputs of
+                R from the call or the store, runs onnxruntime, returns the outputs that fit
+                inline and writes the rest to the store under R, with {"request_id",
+                "outputs": {name: {raw_bytes, wire_bytes, codec, inline}}, "timings_ms":
+                {read, compute, write, total}}
     GET /health/live, /health/ready (model loaded and store reachable), /metrics, /stats
 
 Control travels over HTTP, so Knative scales slices on request concurrency; tensors travel
@@ -17,8 +18,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from slice_runtime import probes
-from slice_runtime.errors import InvalidInput, RuntimeFailure, http_status
+from slice_runtime import calls, probes
+from slice_runtime.errors import RuntimeFailure, http_status
 from slice_runtime.worker.core import SliceWorker
 
 log = logging.getLogger("mopar.worker")
@@ -29,13 +30,12 @@ def build_app(worker: SliceWorker) -> web.Application:
 
     @routes.post("/run")
     async def run(request: web.Request) -> web.Response:
+        request_id = "?"
         try:
-            try:
-                body = await request.json()
-                request_id = str(body["request_id"])
-            except (ValueError, KeyError, TypeError):
-                raise InvalidInput('expected {"request_id": ...}') from None
-            return web.json_response(await worker.run(request_id))
+            call = calls.decode_call(await request.read(), request.headers.get(calls.HEADER_LENGTH))
+            request_id = call.request_id
+            body, headers = calls.encode_reply(await worker.run(call))
+            return web.Response(body=body, headers=headers)
         except RuntimeFailure as error:
             # Inputs absent: the caller's ordering problem (409); store down: ours, retryable (503).
             return web.json_response({"error": str(error)}, status=http_status(error))

@@ -27,7 +27,7 @@ from mopar.plan.memory import MB, MemoryModel
 from mopar.plan.planner import Constraints, plan
 from mopar.profile.profiler import profile_model
 from mopar.slice.slicer import slice_model
-from slice_runtime import v2
+from slice_runtime import calls, v2
 from slice_runtime.gateway.core import RetryPolicy
 from slice_runtime.local import LocalServer, free_port
 from slice_runtime.sessions import open_session
@@ -81,8 +81,9 @@ def get(url: str) -> tuple[int, object]:
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture(scope="module", params=["shm", "redis"])
+@pytest.fixture(scope="module", params=["shm", "redis", "redis-store"])
 def served(request, sliced, redis_server):  # type: ignore[no-untyped-def]
+    """Tensors inside the slice calls (shm, redis), or every one through Redis (redis-store)."""
     directory, model = sliced
     transport = "shm" if request.param == "shm" else redis_server.url
     thread = ServerThread(
@@ -93,6 +94,7 @@ def served(request, sliced, redis_server):  # type: ignore[no-untyped-def]
             name=NAME,
             max_body_bytes=2 * 2**20,
             retry=RetryPolicy(attempts=6),
+            inline_limit=0 if request.param == "redis-store" else calls.DEFAULT_INLINE_LIMIT,
         )
     )
     yield thread, model, request.param
@@ -112,6 +114,25 @@ def test_v2_inference_matches_the_whole_model(served, binary: bool) -> None:
         outputs = v2.decode_response(payload, header_length)
         np.testing.assert_allclose(outputs["logits"], expected, rtol=1e-4, atol=1e-5)
         assert json.loads(payload[: int(header_length or len(payload))])["id"] == f"req-{seed}"
+
+
+def test_small_tensors_travel_inside_the_calls_and_never_touch_the_store(served, redis_server) -> None:
+    thread, model, kind = served
+    if kind == "shm":
+        return  # shared memory counts no commands; the Redis cases show it
+    client = redis.Redis.from_url(redis_server.url)
+    before = client.info("commandstats")
+    feeds, expected = reference(model, 5)
+    body, headers = v2.encode_request(feeds, binary=True, binary_outputs=True)
+    status, response_headers, payload = post(f"{thread.server.url}/v2/models/{NAME}/infer", body, headers)
+    assert status == 200
+    after = client.info("commandstats")
+    writes = sum(after.get(c, {}).get("calls", 0) - before.get(c, {}).get("calls", 0) for c in ("cmdstat_set",))
+    if kind == "redis":
+        assert writes == 0  # every activation of this model fits inside a call
+    else:
+        assert writes > 0
+    assert client.keys(f"mopar:local:{NAME}:*") == []
 
 
 def test_v2_metadata_and_health(served) -> None:
@@ -209,6 +230,7 @@ def redis_served(sliced, redis_server, redis_url):  # type: ignore[no-untyped-de
             name=NAME,
             request_timeout=20.0,
             retry=RetryPolicy(attempts=6),
+            inline_limit=0,  # every tensor through Redis, which these tests take away
         )
     )
     yield thread, model, redis_server
