@@ -1,16 +1,23 @@
-"""`mopar bench MODEL`: the model served whole and partitioned, same machine, same run.
+"""`mopar bench MODEL`: the peer, the model served whole and partitioned, same machine, same run.
 
-Both are served the same way (`slice_runtime.local`: the same gateway, transport and
-one-thread workers; the whole model is a plan of one slice), warmed up, then sent the
-same requests. Reported: client-side latency percentiles and throughput; per function
-its measured peak RSS and its median handling time (read + compute + write, what a
-platform bills); from those, per pricing table, the allocated memory (peak RSS rounded
-up to the platform's step, never a guess), GB-seconds and cost per million requests;
-bytes moved raw and on the wire; and the ratios.
+Three servings are up at once and take turns, request by request (peer, whole, partitioned,
+peer, ...), so the machine's drift hits all three alike:
+
+- `peer`: the model whole in plain onnxruntime with its default options (`peer`), timed at
+  `run()` in a process of its own: what a user would run instead;
+- `whole`: the model as one slice behind mopar's gateway (`slice_runtime.local`);
+- `partitioned`: the plan's slices, one worker process each, behind the same gateway.
+
+Reported per serving: latency percentiles and throughput; per function its measured peak RSS
+and median handling time (read + compute + write, what a platform bills); from those, per
+pricing table, the allocated memory (peak RSS rounded up to the platform's step, never a
+guess), GB-seconds and cost per million requests; resource efficiency; bytes moved. Beside
+them what the plan predicted, the ratios against the peer and between mopar's two, and the
+attainable saving (`plan.limit`).
 
 Resource efficiency = memory used over time / memory allocated over time. "Used" is what
-the function's nodes touch while they run (the runtime, each node's own weights, the
-live activations; `planner.Option.touched_byte_ms`), scaled to the measured duration;
+the function's nodes touch while they run (the runtime, each node's own weights, the live
+activations; `planner.Option.touched_byte_ms`), scaled to the measured duration;
 "allocated" is the measured allocation times the billed duration.
 """
 
@@ -22,13 +29,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 
+from mopar.bench.peer import Peer
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
 from mopar.plan import planfile, pricing
@@ -43,81 +51,123 @@ from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
 
 TABLES = ("lambda", "lambda-cpu-scaled", "knative")
+SERVINGS = ("peer", "whole", "partitioned")
 Report = Callable[[str, int, int], None]
 
 
 @dataclass
 class Served:
-    """What one serving of a sliced model measured."""
+    """What one serving measured."""
 
-    latencies_ms: list[float]
-    wall_s: float
-    stats: dict[str, dict[str, Any]]  # per slice id, the worker's /stats after the run
-    mismatches: int
+    latencies_ms: list[float] = field(default_factory=list)
+    busy_s: float = 0.0  # wall time of its turns: throughput is requests / busy
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # per slice id, the worker's /stats
+    mismatches: int = 0
 
 
-async def _drive(
-    server: LocalServer,
-    body: bytes,
-    headers: Mapping[str, str],
+class MoparServing:
+    """A sliced model behind a local gateway, driven over HTTP as a client would."""
+
+    def __init__(self, directory: Path, transport: str, label: str) -> None:
+        self.server = LocalServer(directory, transport=transport, port=free_port(), namespace=f"bench-{label}")
+        self.label = label
+        self.served = Served()
+
+    async def start(self, session: aiohttp.ClientSession, body: bytes, headers: Mapping[str, str]) -> None:
+        await self.server.start()
+        assert self.server.plane is not None
+        self.url = f"{self.server.url}/v2/models/{self.server.plane.name}/infer"
+        self.session, self.body, self.headers = session, body, dict(headers)
+
+    async def one(self, reference: Mapping[str, np.ndarray]) -> float:
+        started = time.perf_counter()
+        async with self.session.post(self.url, data=self.body, headers=self.headers) as response:
+            payload = await response.read()
+            elapsed = (time.perf_counter() - started) * 1000.0
+            if response.status != 200:
+                raise UsageError(f"{self.label}: the gateway answered {response.status}: {payload[:200]!r}")
+            outputs = v2.decode_response(payload, response.headers.get(v2.HEADER_LENGTH))
+        if any(not np.allclose(outputs[k], v, rtol=1e-4, atol=1e-5) for k, v in reference.items()):
+            self.served.mismatches += 1
+        return elapsed
+
+    async def turn(self, count: int, concurrency: int, reference: Mapping[str, np.ndarray], record: bool) -> None:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def bounded() -> float:
+            async with slots:
+                return await self.one(reference)
+
+        started = time.perf_counter()
+        latencies = await asyncio.gather(*(bounded() for _ in range(count)))
+        if record:
+            self.served.busy_s += time.perf_counter() - started
+            self.served.latencies_ms += latencies
+
+    async def worker_stats(self, reset: bool = False) -> None:
+        for slice_id, worker in self.server.workers.items():
+            if reset:
+                async with self.session.post(f"{worker.url}/stats/reset"):
+                    pass
+            else:
+                async with self.session.get(f"{worker.url}/stats") as response:
+                    self.served.stats[slice_id] = await response.json()
+
+
+async def _alternate(
+    peer: Peer,
+    mopar: list[MoparServing],
     reference: Mapping[str, np.ndarray],
     requests: int,
     concurrency: int,
     warmup: int,
     report: Report,
-    label: str,
+    turns: list[str],
 ) -> Served:
-    assert server.plane is not None
-    url = f"{server.url}/v2/models/{server.plane.name}/infer"
-    latencies: list[float] = []
-    mismatches = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def one() -> float:
-            nonlocal mismatches
-            started = time.perf_counter()
-            async with session.post(url, data=body, headers=dict(headers)) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise UsageError(f"{label}: the gateway answered {response.status}: {payload[:200]!r}")
-                elapsed = (time.perf_counter() - started) * 1000.0
-                outputs = v2.decode_response(payload, response.headers.get(v2.HEADER_LENGTH))
-            if any(not np.allclose(outputs[k], v, rtol=1e-4, atol=1e-5) for k, v in reference.items()):
-                mismatches += 1
-            return elapsed
-
-        for _ in range(warmup):
-            await one()
-        for worker in server.workers.values():
-            async with session.post(f"{worker.url}/stats/reset"):
-                pass
-        slots = asyncio.Semaphore(concurrency)
-        done = 0
-
-        async def bounded() -> None:
-            nonlocal done
-            async with slots:
-                latencies.append(await one())
-            done += 1
-            report(label, done, requests)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(bounded() for _ in range(requests)))
-        wall = time.perf_counter() - started
-        stats = {}
-        for slice_id, worker in server.workers.items():
-            async with session.get(f"{worker.url}/stats") as response:
-                stats[slice_id] = await response.json()
-    return Served(latencies, wall, stats, mismatches)
+    """Turns in the order peer, whole, partitioned until each has served `requests`; a turn is
+    one request at concurrency 1, else a block of 4 x concurrency with `concurrency` in flight.
+    `turns` records who had each turn."""
+    peer_served = Served()
+    block = 1 if concurrency == 1 else 4 * concurrency
+    for serving in mopar:
+        await serving.turn(warmup, 1, reference, record=False)
+        await serving.worker_stats(reset=True)
+    peer.run(max(warmup, 1))
+    done = 0
+    while done < requests:
+        count = min(block, requests - done)
+        times, wall_ms = await asyncio.to_thread(peer.run, count, concurrency)
+        turns.append("peer")
+        peer_served.latencies_ms += times
+        peer_served.busy_s += wall_ms / 1000.0
+        for serving in mopar:
+            await serving.turn(count, concurrency, reference, record=True)
+            turns.append(serving.label)
+        done += count
+        report("requests", done, requests)
+    for serving in mopar:
+        await serving.worker_stats()
+    return peer_served
 
 
-async def _serve(directory: Path, transport: str, **drive: Any) -> Served:
-    server = LocalServer(directory, transport=transport, port=free_port(), namespace="bench")
-    await server.start()
+async def _serve_all(
+    model_file: Path, directories: Mapping[str, Path], transport: str, threads: int, **drive: Any
+) -> tuple[dict[str, Served], dict[str, Any]]:
+    body, headers = drive.pop("body"), drive.pop("headers")
+    peer = await asyncio.to_thread(Peer, model_file, threads)
+    mopar = [MoparServing(directories[label], transport, label) for label in ("whole", "partitioned")]
     try:
-        return await _drive(server, **drive)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            for serving in mopar:
+                await serving.start(session, body, headers)
+            peer_served = await _alternate(peer, mopar, **drive)
+        peer_stats = await asyncio.to_thread(peer.stats)
+        peer_served.stats = {"peer": peer_stats}
     finally:
-        await server.stop()
+        peer.close()
+        for serving in mopar:
+            await serving.server.stop()
+    return {"peer": peer_served, **{s.label: s.served for s in mopar}}, peer_stats
 
 
 def _functions(plan: Plan, manifest: manifests.Manifest, served: Served) -> list[dict[str, Any]]:
@@ -151,7 +201,7 @@ def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> 
         "p50_ms": round(float(np.percentile(latencies, 50)), 3),
         "p95_ms": round(float(np.percentile(latencies, 95)), 3),
         "p99_ms": round(float(np.percentile(latencies, 99)), 3),
-        "throughput_rps": round(requests / served.wall_s, 3),
+        "throughput_rps": round(len(served.latencies_ms) / max(served.busy_s, 1e-9), 3),
         "functions": len(functions),
         "memory_mb": {},
         "gb_seconds": {},
@@ -174,6 +224,42 @@ def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> 
     return figures
 
 
+def _peer_figures(served: Served, peak_rss_bytes: int, whole: Option, requests: int) -> dict[str, Any]:
+    """The peer as one function: its peak RSS, its median run() time, the nodes it touches."""
+    run_ms = statistics.median(served.latencies_ms)
+    touched = whole.touched_byte_ms * run_ms / max(whole.duration_ms, 1e-9)
+    row = {"id": "peer", "rss_mb": round(peak_rss_bytes / MB, 1), "time_ms": round(run_ms, 3),
+           "touched_byte_ms": touched}  # fmt: skip
+    return {**_figures(served, [row], requests), "slices": [row]}
+
+
+def _vs(base: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
+    """Cost as base / ours (higher: ours is cheaper), latency as ours / base (lower: ours is faster)."""
+    return {
+        "cost": {t: round(base["cost_per_million_usd"][t] / ours["cost_per_million_usd"][t], 4) for t in TABLES},
+        "latency_p50": round(ours["p50_ms"] / base["p50_ms"], 4),
+        "resource_efficiency": {
+            t: round(ours["resource_efficiency"][t] / base["resource_efficiency"][t], 4) for t in TABLES
+        },
+        "throughput": round(ours["throughput_rps"] / base["throughput_rps"], 4),
+    }
+
+
+def _predicted(plan: Plan, options: list[Option], measured: Mapping[str, Any]) -> dict[str, Any]:
+    """What the plan predicted for a serving, beside what was measured (ratio measured / predicted)."""
+    figures = plan.figures(options)
+    cost = measured["cost_per_million_usd"][plan.pricing.name] if plan.pricing.name in TABLES else None
+    return {
+        "latency_ms": figures["latency_ms"],
+        "cost_per_million_usd": figures["cost_per_million_usd"],
+        "pricing": plan.pricing.name,
+        "measured_latency_ms": measured["p50_ms"],
+        "measured_cost_per_million_usd": cost,
+        "latency_error": round(measured["p50_ms"] / figures["latency_ms"], 4),
+        "cost_error": round(cost / figures["cost_per_million_usd"], 4) if cost else None,
+    }
+
+
 def bench(
     model: ModelFile,
     profile: Profile,
@@ -190,42 +276,49 @@ def bench(
     if requests < 1 or concurrency < 1:
         raise UsageError("--requests and --concurrency must be at least 1")
     work = Path(work_dir or tempfile.mkdtemp(prefix="mopar-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     feeds = random_inputs(model.inputs, seed=0, ranges=model.input_ranges)
     reference = dict(zip([o.name for o in model.outputs], open_session(model.serialized()).run(None, feeds)))
     body, headers = v2.encode_request(feeds, binary=True, binary_outputs=True)
-    results = {}
-    for label, chosen in (("whole", whole_plan), ("partitioned", plan)):
-        data = planfile.to_json(chosen, profile.model, profile.tensor_specs, profile.settings.get("input_shapes", {}))
-        manifest = slice_model(model, data, work / label)
-        served = asyncio.run(
-            _serve(
-                work / label,
-                transport,
-                body=body,
-                headers=headers,
-                reference=reference,
-                requests=requests,
-                concurrency=concurrency,
-                warmup=warmup,
-                report=report,
-                label=label,
-            )
+    shapes = profile.settings.get("input_shapes", {})
+    chosen = {"whole": whole_plan, "partitioned": plan}
+    manifests_by_label: dict[str, manifests.Manifest] = {}
+    for label, which in chosen.items():
+        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes)
+        manifests_by_label[label] = slice_model(model, data, work / label)
+    model_file = work / "model.onnx"
+    model_file.write_bytes(model.serialized())
+    threads = int(profile.machine.get("threads", 1))
+    turns: list[str] = []
+    served, peer_stats = asyncio.run(
+        _serve_all(
+            model_file,
+            {label: work / label for label in chosen},
+            transport,
+            threads,
+            body=body,
+            headers=headers,
+            reference=reference,
+            requests=requests,
+            concurrency=concurrency,
+            warmup=warmup,
+            report=report,
+            turns=turns,
         )
-        functions = _functions(chosen, manifest, served)
-        results[label] = {**_figures(served, functions, requests), "slices": functions}
-    whole, ours = results["whole"], results["partitioned"]
-    ratios = {
-        "cost": {t: round(whole["cost_per_million_usd"][t] / ours["cost_per_million_usd"][t], 4) for t in TABLES},
-        "latency_p50": round(ours["p50_ms"] / whole["p50_ms"], 4),
-        "resource_efficiency": {
-            t: round(ours["resource_efficiency"][t] / whole["resource_efficiency"][t], 4) for t in TABLES
-        },
-        "throughput": round(ours["throughput_rps"] / whole["throughput_rps"], 4),
+    )
+    results: dict[str, Any] = {
+        "peer": _peer_figures(served["peer"], int(peer_stats["peak_rss_bytes"]), plan.whole, requests)
     }
-    transfer = _transfer_overhead(ours["slices"])
+    for label, which in chosen.items():
+        functions = _functions(which, manifests_by_label[label], served[label])
+        results[label] = {**_figures(served[label], functions, requests), "slices": functions}
+    peer, whole, ours = results["peer"], results["whole"], results["partitioned"]
+    ratios = {**_vs(whole, ours), "vs_peer": {"partitioned": _vs(peer, ours), "whole": _vs(peer, whole)}}
+    limit = planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)["limit"]
+    measured_saving = whole["gb_seconds"]["lambda"] / max(ours["gb_seconds"]["lambda"], 1e-15)
     return {
         "model": {"name": model.name, "sha256": model.sha256, "weights_mb": round(model.weight_bytes / MB, 1)},
-        "machine": machine_facts(1, "all"),
+        "machine": machine_facts(threads, "all"),
         "settings": {
             "requests": requests,
             "concurrency": concurrency,
@@ -233,18 +326,37 @@ def bench(
             "transport": transport,
             "objective": plan.constraints.objective,
             "pricing": plan.pricing.name,
-            "threads_per_function": 1,
+            "cores": plan.constraints.cores,
+            "threads_per_function": threads,
+            "turns": turns,  # who had each turn, in order: peer, whole, partitioned, peer, ...
+            "peer_options": peer_stats["options"],
         },
         "plan": {
             "slices": len(plan.slices),
             "subslices": [o.parts for o in plan.slices],
+            "prepack": [o.prepack for o in plan.slices],
             "predicted_cost_ratio": round(plan.whole.cost_usd / max(plan.cost_usd, 1e-15), 4),
         },
+        "peer": peer,
         "whole": whole,
         "partitioned": ours,
+        "predicted": {
+            "whole": _predicted(whole_plan, whole_plan.slices, whole),
+            "partitioned": _predicted(plan, plan.slices, ours),
+        },
         "ratios": ratios,
-        "transfer_overhead": transfer,
+        "limit": {
+            **limit,
+            "measured_saving": round(measured_saving, 4),
+            "measured_share_reached": round(_share(limit["saving"], measured_saving), 4),
+        },  # fmt: skip
+        "transfer_overhead": _transfer_overhead(ours["slices"]),
     }
+
+
+def _share(attainable: float, saving: float) -> float:
+    possible = 1.0 - 1.0 / attainable
+    return (1.0 - 1.0 / saving) / possible if possible > 0 else 1.0
 
 
 def _transfer_overhead(slices: list[dict[str, Any]]) -> dict[str, Any]:

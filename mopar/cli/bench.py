@@ -41,48 +41,88 @@ def run(args: argparse.Namespace) -> int:
 
 
 def result_table(result: dict[str, Any]) -> Table:
-    whole, ours, ratios = result["whole"], result["partitioned"], result["ratios"]
-    settings = result["settings"]
+    peer, whole, ours = result["peer"], result["whole"], result["partitioned"]
+    vs_peer, predicted, settings = result["ratios"]["vs_peer"], result["predicted"], result["settings"]
     table = Table(
-        title=f"{result['model']['name']}: whole vs partitioned ({ours['functions']} functions), "
-        f"{settings['requests']} requests, concurrency {settings['concurrency']}, "
-        f"{settings['transport']}"
+        title=f"{result['model']['name']}: the peer (plain onnxruntime), mopar whole, mopar partitioned "
+        f"({ours['functions']} functions); {settings['requests']} requests each, alternating, "
+        f"concurrency {settings['concurrency']}, {settings['transport']}"
     )
-    for column in ("", "whole", "partitioned", "ratio"):
+    for column in ("", "peer", "whole", "partitioned", "whole vs peer", "partitioned vs peer"):
         table.add_column(column, justify="left" if not column else "right")
+
+    def ms(figures: dict[str, Any]) -> str:
+        return f"{figures['p50_ms']:.1f} / {figures['p95_ms']:.1f} / {figures['p99_ms']:.1f}"
+
     table.add_row(
         "p50 / p95 / p99 ms",
-        f"{whole['p50_ms']:.1f} / {whole['p95_ms']:.1f} / {whole['p99_ms']:.1f}",
-        f"{ours['p50_ms']:.1f} / {ours['p95_ms']:.1f} / {ours['p99_ms']:.1f}",
-        f"{ratios['latency_p50']:.3f}x p50",
+        ms(peer),
+        ms(whole),
+        ms(ours),
+        f"{vs_peer['whole']['latency_p50']:.3f}x p50",
+        f"{vs_peer['partitioned']['latency_p50']:.3f}x p50",
+    )
+    table.add_row(
+        "  predicted p50 ms",
+        "",
+        f"{predicted['whole']['latency_ms']:.1f}",
+        f"{predicted['partitioned']['latency_ms']:.1f}",
+        f"measured {predicted['whole']['latency_error']:.2f}x",
+        f"measured {predicted['partitioned']['latency_error']:.2f}x",
     )
     table.add_row(
         "throughput req/s",
+        f"{peer['throughput_rps']:.2f}",
         f"{whole['throughput_rps']:.2f}",
         f"{ours['throughput_rps']:.2f}",
-        f"{ratios['throughput']:.2f}x",
+        f"{vs_peer['whole']['throughput']:.2f}x",
+        f"{vs_peer['partitioned']['throughput']:.2f}x",
     )
     for name in TABLES:
         table.add_row(
             f"$/M ({name})",
+            f"{peer['cost_per_million_usd'][name]:.4f}",
             f"{whole['cost_per_million_usd'][name]:.4f}",
             f"{ours['cost_per_million_usd'][name]:.4f}",
-            f"{ratios['cost'][name]:.2f}x cheaper",
+            f"{vs_peer['whole']['cost'][name]:.2f}x cheaper",
+            f"{vs_peer['partitioned']['cost'][name]:.2f}x cheaper",
         )
+        if name == predicted["partitioned"]["pricing"]:
+            table.add_row(
+                "  predicted $/M",
+                "",
+                f"{predicted['whole']['cost_per_million_usd']:.4f}",
+                f"{predicted['partitioned']['cost_per_million_usd']:.4f}",
+                f"measured {predicted['whole']['cost_error']:.2f}x",
+                f"measured {predicted['partitioned']['cost_error']:.2f}x",
+            )
     table.add_row(
         "memory MB (lambda)",
+        " ".join(map(str, peer["memory_mb"]["lambda"])),
         " ".join(map(str, whole["memory_mb"]["lambda"])),
         " ".join(map(str, ours["memory_mb"]["lambda"])),
+        "",
         "",
     )
     table.add_row(
         "resource efficiency (lambda)",
+        f"{peer['resource_efficiency']['lambda']:.1%}",
         f"{whole['resource_efficiency']['lambda']:.1%}",
         f"{ours['resource_efficiency']['lambda']:.1%}",
-        f"{ratios['resource_efficiency']['lambda']:.2f}x",
+        "",
+        "",
+    )
+    limit = result["limit"]
+    table.add_row(
+        "GB-s saving vs whole (limit)",
+        "",
+        "",
+        f"{limit['measured_saving']:.2f}x of {limit['saving']:.2f}x",
+        "",
+        f"{limit['measured_share_reached']:.0%} of the attainable",
     )
     raw = sum(s["bytes_raw"] for s in ours["slices"])
     wire = sum(s["bytes_compressed"] for s in ours["slices"])
-    table.add_row("bytes moved raw / wire", "", f"{raw / 2**20:.1f} / {wire / 2**20:.1f} MB", "")
-    table.add_row("transfer / compute, worst slice", "", f"{result['transfer_overhead']['max']:.1%}", "")
+    table.add_row("bytes moved raw / wire", "", "", f"{raw / 2**20:.1f} / {wire / 2**20:.1f} MB", "", "")
+    table.add_row("transfer / compute, worst slice", "", "", f"{result['transfer_overhead']['max']:.1%}", "", "")
     return table

@@ -222,8 +222,17 @@ def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert {"model", "machine", "settings", "whole", "partitioned", "ratios"} <= set(result)
-    for side in ("whole", "partitioned"):
+    assert {"model", "machine", "settings", "peer", "whole", "partitioned", "ratios", "predicted", "limit"} <= set(
+        result
+    )
+    assert result["settings"]["turns"][:3] == ["peer", "whole", "partitioned"]
+    for side in ("whole", "partitioned"):  # what the plan predicted, beside what was measured
+        assert {"latency_ms", "cost_per_million_usd", "measured_latency_ms", "latency_error"} <= set(
+            result["predicted"][side]
+        )
+    assert set(result["ratios"]["vs_peer"]) == {"whole", "partitioned"}
+    assert {"saving", "share_reached", "measured_saving"} <= set(result["limit"])
+    for side in ("peer", "whole", "partitioned"):
         figures = result[side]
         assert {
             "p50_ms",
@@ -236,7 +245,7 @@ def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
             "resource_efficiency",
         } <= set(figures)
         assert set(figures["cost_per_million_usd"]) == {"lambda", "lambda-cpu-scaled", "knative"}
-        assert figures["mismatched_outputs"] == 0
+        assert figures.get("mismatched_outputs", 0) == 0
     for entry in result["partitioned"]["slices"]:
         assert {"rss_mb", "time_ms", "bytes_raw", "bytes_compressed"} <= set(entry)
         assert entry["rss_mb"] > 50  # measured from the worker process, not guessed
