@@ -48,3 +48,28 @@ def test_predicted_slice_memory_matches_measured_rss(name: str, slices: int, tmp
         predicted = memory.need_bytes(option.stats)
         measured = measure_peak_rss(tmp_path / "s" / entry.file)
         assert abs(predicted - measured) / measured <= TOLERANCE, (entry.id, predicted / MB, measured / MB)
+
+
+@pytest.mark.parametrize("prepack", [True, False], ids=["pre-packed", "unpacked"])
+def test_pre_packed_or_not_a_slice_holds_what_the_model_says(prepack: bool, tmp_path) -> None:
+    """A transformer's MatMuls pre-pack their weights: calibrated on the unpacked peak, the model
+    adds what packing measured on top, and both ways of serving a slice match real processes."""
+    path = tmp_path / "bert.onnx"
+    onnx.save_model(zoo.build("bert-base", layers=4, vocab=8000), str(path))
+    model = load_model(path)
+    profile = profile_model(model, runs=2, warmup=1, measure_compression=False, measure_splits=False)
+    graph = graphs.from_model(model.proto, profile)
+    whole = next(sweep(graph, 0, [len(graph)]))
+    peak = profile.totals["peak_memory_unpacked_bytes"] or profile.totals["peak_memory_bytes"]
+    memory = calibrated(profile.totals["runtime_baseline_bytes"], peak, whole)
+    positions = graph.cut_positions(4)
+    cut = min(positions, key=lambda p: abs(p - len(graph) / 2))
+    coster = Coster(graph, memory, LinkModel.load(), pricing.LAMBDA, Constraints())
+    options = [coster.option(next(sweep(graph, a, [b])), prepack=prepack) for a, b in ((0, cut), (cut, len(graph)))]
+    result = Plan(graph, Constraints(), pricing.LAMBDA, LinkModel.load(), memory, options, options[0], 0.0)  # type: ignore[arg-type]
+    manifest = slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), tmp_path / "s")
+    for option, entry in zip(result.slices, manifest.slices):
+        assert option is not None and entry.prepack is prepack
+        predicted = memory.need_bytes(option.stats, prepack=prepack)
+        measured = measure_peak_rss(tmp_path / "s" / entry.file, prepack=entry.prepack)
+        assert abs(predicted - measured) / measured <= TOLERANCE, (entry.id, predicted / MB, measured / MB)
