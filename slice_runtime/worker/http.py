@@ -23,6 +23,7 @@ from slice_runtime.errors import RuntimeFailure, http_status
 from slice_runtime.worker.core import SliceWorker
 
 log = logging.getLogger("mopar.worker")
+MAX_CALL_BYTES = 2**30
 
 
 def build_app(worker: SliceWorker) -> web.Application:
@@ -52,7 +53,9 @@ def build_app(worker: SliceWorker) -> web.Application:
         worker.reset_stats()  # the benchmark measures after its warm-up
         return web.json_response(worker.stats())
 
-    app = web.Application()
+    # Only the gateway calls a worker, with every input of the slice that fits inline: up to
+    # inputs x the inline limit, which the worker does not know; the gateway bounds requests.
+    app = web.Application(client_max_size=MAX_CALL_BYTES)
     app.add_routes(routes)
     app.add_routes(probes.routes("", worker.ready))
 
