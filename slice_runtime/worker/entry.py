@@ -1,6 +1,7 @@
 """`mopar worker` (and `python -m slice_runtime.worker`): settings from options and MOPAR_*
 variables, then the worker's HTTP server. On SIGTERM the server stops accepting and finishes
-the runs in flight."""
+the runs in flight (within --grace). Started by `mopar serve`, it also stops when its
+supervisor dies (`parent`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from slice_runtime.errors import RuntimeFailure, SettingError
 from slice_runtime.options import add_worker_arguments
 from slice_runtime.worker.core import SliceWorker, WorkerSettings
 from slice_runtime.worker.http import build_app
+from slice_runtime.worker.parent import Supervisor
 
 log = logging.getLogger("mopar.worker")
 
@@ -41,6 +43,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    supervisor = Supervisor(args.supervisor_pid)
+    supervisor.bind()
     settings = settings_from_args(args)
     try:
         worker = SliceWorker(settings)
@@ -48,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
         raise SettingError(str(error)) from None
     # Graceful: on SIGTERM aiohttp stops accepting and waits for runs in flight.
     web.run_app(
-        build_app(worker),
+        build_app(worker, supervisor),
         host=settings.host,
         port=settings.port,
-        shutdown_timeout=60.0,
+        shutdown_timeout=args.grace,
         print=lambda *_: log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port),
     )
     return 0
@@ -64,4 +68,5 @@ def run_module() -> None:
     try:
         sys.exit(main(parser.parse_args()))
     except RuntimeFailure as failure:
-        sys.exit(f"mopar worker: error: {failure}")
+        print(f"mopar worker: error: {failure}", file=sys.stderr)
+        sys.exit(failure.exit_code)

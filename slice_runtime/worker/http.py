@@ -12,6 +12,8 @@ through the store. Errors are `{"error": ...}` with the status `errors.http_stat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,22 +21,26 @@ from aiohttp import web
 
 from slice_runtime import probes
 from slice_runtime.errors import InvalidInput, RuntimeFailure, http_status
+from slice_runtime.store.keys import check_request_id
 from slice_runtime.worker.core import SliceWorker
+from slice_runtime.worker.parent import Supervisor
 
 log = logging.getLogger("mopar.worker")
 
 
-def build_app(worker: SliceWorker) -> web.Application:
+def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.Application:
+    supervisor = supervisor or Supervisor(None)
     routes = web.RouteTableDef()
 
     @routes.post("/run")
     async def run(request: web.Request) -> web.Response:
+        request_id = None
         try:
             try:
                 body = await request.json()
-                request_id = str(body["request_id"])
+                request_id = check_request_id(body["request_id"])
             except (ValueError, KeyError, TypeError):
-                raise InvalidInput('expected {"request_id": ...}') from None
+                raise InvalidInput('expected {"request_id": ID}, ID 1-128 letters, digits, "-" or "_"') from None
             return web.json_response(await worker.run(request_id))
         except RuntimeFailure as error:
             # Inputs absent: the caller's ordering problem (409); store down: ours, retryable (503).
@@ -58,7 +64,16 @@ def build_app(worker: SliceWorker) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await worker.start()
+        watch = asyncio.ensure_future(supervisor.watch()) if supervisor.pid is not None else None
         yield
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if supervisor.gone and worker.transport is not None:
+            # The supervisor died (kill -9): nobody else clears what its requests left.
+            cleared = await worker.transport.purge()
+            log.warning("supervisor gone: cleared %d tensor(s) of model %s", cleared, worker.manifest.name)
         await worker.close()
 
     app.cleanup_ctx.append(lifecycle)
