@@ -217,6 +217,8 @@ def _parse_piece(piece: bytes, parse: np.dtype[Any], boolean: bool) -> np.ndarra
     values = np.fromstring(piece, dtype=parse, sep=",")
     if values.size != piece.count(b",") + 1:  # numpy before 2.x stopped quietly at the first non-number
         raise ValueError("not a list of numbers")
+    if parse.kind == "f" and np.isinf(values).any() and b"inf" not in piece.lower():
+        raise ValueError("a number is out of range")  # a finite number past float64, such as 10**400
     if parse.kind in "iu" and values.size:
         info = np.iinfo(parse)
         if values.max() == info.max or values.min() == info.min:  # numpy saturates what does not fit: look closer

@@ -232,6 +232,9 @@ def main(args: argparse.Namespace) -> int:
         )
         await server.start()
         assert server.plane is not None
+        for worker in server.workers.values():
+            assert worker.process is not None
+            print(f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid})", file=sys.stderr, flush=True)
         print(
             f"serving {server.plane.name} at {server.url}/v2/models/{server.plane.name}/infer; Ctrl-C stops",
             file=sys.stderr,
