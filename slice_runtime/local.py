@@ -112,8 +112,10 @@ class LocalServer:
             "MOPAR_SUPERVISOR_PID": str(os.getpid()),
         }
         with worker.log_path.open("ab") as out:
+            # stdin: the pipe whose closing stops the worker (`worker.parent`); its own process
+            # group: a terminal's Ctrl-C reaches this supervisor only, which drains first.
             worker.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env, process_group=0
             )
 
     async def _wait_ready(self, worker: WorkerProcess, deadline: float) -> None:
@@ -199,8 +201,8 @@ class LocalServer:
         if self._runner is not None:
             await lifecycle.stop(self._runner, self._app[DRAIN], grace)
         for worker in self.workers.values():
-            if worker.process is not None and worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
+            if worker.process is not None and worker.process.stdin is not None:
+                worker.process.stdin.close()  # the worker finishes its runs and exits
         await asyncio.gather(*(self._reap(w, deadline) for w in self.workers.values()))
         if self.plane is not None:
             try:

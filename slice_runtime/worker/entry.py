@@ -6,7 +6,9 @@ supervisor dies (`parent`)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -50,15 +52,46 @@ def main(args: argparse.Namespace) -> int:
         worker = SliceWorker(settings)
     except ValueError as error:
         raise SettingError(str(error)) from None
+    app = build_app(worker, supervisor)
+    if supervisor.pid is not None:
+        asyncio.run(_supervised(app, settings, args.grace, supervisor))
+        return 0
     # Graceful: on SIGTERM aiohttp stops accepting and waits for runs in flight.
     web.run_app(
-        build_app(worker, supervisor),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=args.grace,
         print=lambda *_: log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port),
     )
     return 0
+
+
+async def _supervised(app: web.Application, settings: WorkerSettings, grace: float, supervisor: Supervisor) -> None:
+    """Serve until the supervisor lets go (`parent`), then finish the runs in flight."""
+    signalled = asyncio.Event()
+
+    def on_signal() -> None:
+        if supervisor.gone:
+            signalled.set()
+        else:
+            log.info("signalled; stopping when mopar serve says so, once its requests are done")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    runner = web.AppRunner(app, shutdown_timeout=grace, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port)
+        released = asyncio.ensure_future(supervisor.released())
+        stopped = asyncio.ensure_future(signalled.wait())
+        await asyncio.wait([released, stopped], return_when=asyncio.FIRST_COMPLETED)
+        released.cancel()
+        stopped.cancel()
+    finally:
+        await runner.cleanup()
 
 
 def run_module() -> None:

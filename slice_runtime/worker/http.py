@@ -12,8 +12,6 @@ through the store. Errors are `{"error": ...}` with the status `errors.http_stat
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -64,12 +62,7 @@ def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await worker.start()
-        watch = asyncio.ensure_future(supervisor.watch()) if supervisor.pid is not None else None
         yield
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
         if supervisor.gone and worker.transport is not None:
             # The supervisor died (kill -9): nobody else clears what its requests left.
             cleared = await worker.transport.purge()

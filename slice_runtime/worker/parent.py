@@ -1,14 +1,19 @@
-"""A worker's tie to the `mopar serve` that started it: it stops when its supervisor dies.
+"""A worker's tie to the `mopar serve` that started it (`--supervisor-pid`).
 
-Linux sends the signal asked for with PR_SET_PDEATHSIG (prctl(2)) when the parent dies;
-here SIGTERM, so the worker stops as on any SIGTERM, finishing its runs. Set from inside
-the worker (no `preexec_fn`, which is unsafe in a threaded parent), the parent may have
-died before the call: so the worker compares its parent with the supervisor's pid right
-after, and keeps comparing twice a second where prctl does not exist. The signal comes when
-the parent *thread* that started the worker ends: `mopar serve` starts workers from its
-event loop's thread, which lives as long as it does.
+The supervisor keeps the write end of the worker's stdin; the worker stops when that pipe
+closes: the supervisor closes it once its gateway has drained, and the kernel closes it
+when the supervisor dies, kill -9 included. Signals do not stop a supervised worker while
+its supervisor lives: a terminal's Ctrl-C or a service manager signals every process of
+the group or cgroup at once, and a worker that stopped then would fail the requests the
+gateway is still finishing.
 
-A worker whose supervisor is gone also clears the model's tensors from the store before it
+Belt and braces: PR_SET_PDEATHSIG (prctl(2), Linux) asks for SIGTERM when the parent dies,
+and the parent's pid is compared twice a second. Set from inside the worker (no
+`preexec_fn`, which is unsafe in a threaded parent); the signal comes when the parent
+*thread* ends, and `mopar serve` starts workers from its event loop's thread, which lives as
+long as it does.
+
+A worker whose supervisor is gone clears the model's tensors from the store before it
 exits: nobody else is left to.
 """
 
@@ -20,6 +25,7 @@ import ctypes.util
 import logging
 import os
 import signal
+import sys
 
 log = logging.getLogger("mopar.worker")
 
@@ -28,7 +34,7 @@ POLL_SECONDS = 0.5
 
 
 class Supervisor:
-    """The process this worker must not outlive (None: not started by `mopar serve`)."""
+    """The process this worker must not outlive (pid None: not started by `mopar serve`)."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
@@ -47,9 +53,27 @@ class Supervisor:
         except (OSError, AttributeError):  # not Linux
             return False
 
-    async def watch(self) -> None:
-        """SIGTERM to this process once the supervisor is gone (where prctl cannot)."""
-        while not self.gone:
-            await asyncio.sleep(POLL_SECONDS)
-        log.warning("supervisor %s is gone; stopping", self.pid)
-        os.kill(os.getpid(), signal.SIGTERM)
+    async def released(self) -> None:
+        """Return once the supervisor closed this worker's stdin or is gone."""
+        closed = asyncio.Event()
+
+        class _Eof(asyncio.Protocol):
+            def connection_lost(self, exc: Exception | None) -> None:
+                closed.set()
+
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_read_pipe(_Eof, sys.stdin)
+        except (OSError, ValueError):  # stdin is no pipe: rely on the pid alone
+            transport = None
+        try:
+            while not closed.is_set() and not self.gone:
+                try:
+                    await asyncio.wait_for(closed.wait(), POLL_SECONDS)
+                except TimeoutError:
+                    pass
+        finally:
+            if transport is not None:
+                transport.close()
+        if self.gone:
+            log.warning("supervisor %s is gone; stopping", self.pid)

@@ -18,6 +18,7 @@ class ServeProcess:
     """`mopar serve DIR ARGS...` on a free port; `workers` maps slice ids to (url, pid)."""
 
     def __init__(self, directory: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> None:
+        self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = directory.parent / f"serve-{self.port}.log"
@@ -59,7 +60,7 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        for _, pid in self.workers.values():
+        for pid in {*(pid for _, pid in self.workers.values()), *workers_of(self.directory)}:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.stderr.close()
@@ -72,6 +73,21 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+
+
+def workers_of(directory: Path) -> list[int]:
+    """Pids of the live slice workers serving `directory`, found by their command lines (whoever
+    their parent is now)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"slice_runtime.worker" in argv and str(directory).encode() in argv and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
 
 
 def alive(pid: int) -> bool:

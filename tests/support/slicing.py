@@ -16,9 +16,9 @@ from mopar.plan.planner import Constraints, plan
 from mopar.profile.profiler import profile_model
 
 
-def sliced(model_path: Path, directory: Path, max_slices: int = 2) -> Path:
-    """`model_path` cut into at most `max_slices` slices in `directory` (latency objective, no fees:
-    the planner cuts wherever it may)."""
+def sliced(model_path: Path, directory: Path, slices: int = 1) -> Path:
+    """`model_path` cut into `slices` slices (no sub-slices) in `directory`: no fees, free links,
+    and the largest memory bound per slice that makes the planner cut that many."""
     from mopar.slice.slicer import slice_model
 
     model = load_model(model_path)
@@ -26,7 +26,14 @@ def sliced(model_path: Path, directory: Path, max_slices: int = 2) -> Path:
     graph = graphs.from_model(model.proto, profile)
     free = pricing.Pricing(name="free-invocations", request_usd=0.0, gb_second_usd=1e-5, memory_min_mb=1)
     link = LinkModel(hop_ms=0.0, bytes_per_ms=1e9, invoke_ms=0.0)
-    result = plan(graph, MemoryModel(1 * MB), link, free, Constraints(objective="latency", max_slices=max_slices))
+    memory = MemoryModel(1 * MB)
+    result = plan(graph, memory, link, free, Constraints(objective="latency", max_slices=1, split=False))
+    bound = int(result.slices[0].need_mb)
+    while len(result.slices) < slices:
+        assert bound > 1, f"no memory bound cuts {model_path.name} into {slices} slices"
+        constraints = Constraints(objective="latency", max_slices=slices, split=False, max_slice_memory_mb=bound)
+        result = plan(graph, memory, link, free, constraints)
+        bound -= 1
     slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), directory)
     return directory
 

@@ -154,7 +154,9 @@ def test_non_finite_outputs_are_valid_json_that_tritonclient_reads(serve) -> Non
         for binary_input, binary_output in [(False, False), (True, False), (True, True)]:
             tensor = triton.InferInput("x", [1, 64], "FP32")
             tensor.set_data_from_numpy(x, binary_data=binary_input)
-            result = client.infer(MODEL, [tensor], outputs=[triton.InferRequestedOutput("y", binary_data=binary_output)])
+            result = client.infer(
+                MODEL, [tensor], outputs=[triton.InferRequestedOutput("y", binary_data=binary_output)]
+            )
             np.testing.assert_array_equal(result.as_numpy("y"), x)  # NaN where NaN, each infinity with its sign
     finally:
         client.close()
@@ -257,12 +259,12 @@ def test_a_60_mb_json_body_neither_stalls_probes_nor_blows_up_memory(serve) -> N
         answered.set()
         prober.join()
     assert status == 400 and b"has shape 2900000, expected 1x64" in answer  # parsed whole, then refused
-    # Probes during the upload and the parse: the median says the loop was free, the 90th
-    # percentile that no stretch stalled (the old gateway held them for over 2 s at once);
-    # both with room for two shared cores.
-    assert len(latencies) >= 10
+    # Probes during the upload and the parse: the median says the loop was free, the slowest
+    # that no stretch stalled (json.loads held the loop for over 2 s at once). Measured here:
+    # median 2 ms, slowest under 40 ms; the bounds leave room for two shared cores.
+    assert len(latencies) >= 5
     assert statistics.median(latencies) < 0.05, sorted(latencies)[-5:]
-    assert sorted(latencies)[int(len(latencies) * 0.9)] < 0.05, sorted(latencies)[-5:]
+    assert max(latencies) < 0.25, sorted(latencies)[-5:]
     growth = peak_rss_bytes(serve.process.pid) - peak_before
     assert growth < 4 * len(payload), f"peak grew by {growth / 1e6:.0f} MB for a {len(payload) / 1e6:.0f} MB body"
 
