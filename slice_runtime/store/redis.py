@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -95,6 +95,8 @@ def describe_redis_error(error: BaseException, server: str, action: str, secret:
     elif isinstance(error, (RedisConnectionError, OSError)):
         reason = _os_reason(error) or _one_line(str(error)) or type(error).__name__
         message = f"cannot reach Redis at {server} while {action}: {reason}"
+    elif isinstance(error, OutOfMemoryError):
+        message = f"Redis at {server} is full (maxmemory) and refused {action}: {_one_line(str(error))}"
     elif isinstance(error, InvalidResponse):
         message = f"unexpected reply from {server} while {action} (is it a Redis server?): {_one_line(str(error))}"
     elif isinstance(error, ResponseError):

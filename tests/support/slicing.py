@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
+from mopar.errors import PlanError
 from mopar.model.modelfile import load_model
 from mopar.plan import graph as graphs
 from mopar.plan import planfile, pricing
@@ -26,13 +27,16 @@ def sliced(model_path: Path, directory: Path, slices: int = 1) -> Path:
     graph = graphs.from_model(model.proto, profile)
     free = pricing.Pricing(name="free-invocations", request_usd=0.0, gb_second_usd=1e-5, memory_min_mb=1)
     link = LinkModel(hop_ms=0.0, bytes_per_ms=1e9, invoke_ms=0.0)
-    memory = MemoryModel(1 * MB)
+    memory = MemoryModel(1 * MB, activation_factor=10.0)  # activations weigh: bounds in whole MB can cut them
     result = plan(graph, memory, link, free, Constraints(objective="latency", max_slices=1, split=False))
     bound = int(result.slices[0].need_mb)
     while len(result.slices) < slices:
         assert bound > 1, f"no memory bound cuts {model_path.name} into {slices} slices"
         constraints = Constraints(objective="latency", max_slices=slices, split=False, max_slice_memory_mb=bound)
-        result = plan(graph, memory, link, free, constraints)
+        try:
+            result = plan(graph, memory, link, free, constraints)
+        except PlanError:
+            pass
         bound -= 1
     slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), directory)
     return directory
