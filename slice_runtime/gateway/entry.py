@@ -76,9 +76,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
             log.info("draining: finishing the requests in flight (at most %g s)", limits.grace)
-            await lifecycle.stop(runner, app[DRAIN], limits.grace)
         finally:
-            await runner.cleanup()
+            await lifecycle.stop(runner, app[DRAIN], limits.grace)
             await plane.slices.close()
             await plane.transport.close()
 

@@ -50,18 +50,18 @@ def _expected(model, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:  # 
     return feeds, open_session(model.serialized()).run(None, feeds)[0]
 
 
-def _in_flight(serve: ServeProcess) -> float:
-    with urllib.request.urlopen(f"{serve.url}/metrics", timeout=5) as response:
+def _in_flight(base: str) -> float:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
         text = response.read().decode()
     match = re.search(rf'mopar_gateway_in_flight_requests{{model="{MODEL}"}} (\S+)', text)
     return float(match.group(1)) if match else 0.0
 
 
-async def _burst(serve: ServeProcess, model, count: int):  # type: ignore[no-untyped-def]
+async def _burst(base: str, model, count: int):  # type: ignore[no-untyped-def]
     """`count` concurrent requests; each result (status, Retry-After, correct) or the exception."""
     cases = [_expected(model, seed) for seed in range(4)]
     bodies = [v2.encode_request(feeds, binary=True, binary_outputs=True) for feeds, _ in cases]
-    url = f"{serve.url}/v2/models/{MODEL}/infer"
+    url = f"{base}/v2/models/{MODEL}/infer"
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
 
@@ -92,11 +92,11 @@ async def _terminate_under_load(serve: ServeProcess, model, count: int) -> tuple
     """Start `count` requests and, once most are in flight, SIGTERM serve and its workers at once (as
     systemd stops a service's cgroup, or a terminal's Ctrl-C its process group); (results, in
     flight then, seconds to exit)."""
-    burst = asyncio.ensure_future(_burst(serve, model, count))
+    burst = asyncio.ensure_future(_burst(serve.url, model, count))
     deadline = time.monotonic() + 20
     in_flight = 0.0
     while time.monotonic() < deadline and not burst.done():
-        in_flight = await asyncio.to_thread(_in_flight, serve)
+        in_flight = await asyncio.to_thread(_in_flight, serve.url)
         if in_flight >= count * 0.9:
             break
         await asyncio.sleep(0.05)
@@ -152,7 +152,7 @@ async def test_kill_9_of_serve_leaves_no_worker_and_no_tensor(slices, transport,
         for pid in [serve.process.pid, *(pid for _, pid in serve.workers.values())]:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 assert PASSWORD.encode() not in cmdline.read()  # `ps` shows command lines to every user
-        load = asyncio.ensure_future(_burst(serve, model, 100))
+        load = asyncio.ensure_future(_burst(serve.url, model, 100))
         deadline = time.monotonic() + 20
         while await _left_in_store(url) == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # tensors of requests in flight are in the store
@@ -168,3 +168,44 @@ async def test_kill_9_of_serve_leaves_no_worker_and_no_tensor(slices, transport,
         serve.kill()
     if transport == "redis":
         assert redis.Redis.from_url(url).keys("mopar:*") == []
+
+
+async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
+    """The Kubernetes entry point, in front of a local serve's workers: the kubelet's SIGTERM
+    reaches the gateway alone, which finishes what it has."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, free_port
+
+    directory, model = slices
+    workers = ServeProcess(directory)
+    port = free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "mopar", "gateway", "--manifest", str(directory), "--transport", "shm",
+         "--namespace", "local", "--host", "127.0.0.1", "--port", str(port),
+         *(f"--slice-url={sid}={url}" for sid, (url, _) in workers.workers.items())],
+        cwd=ROOT, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        front = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{front}/v2/health/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert gateway.poll() is None and time.monotonic() < deadline, "mopar gateway did not start"
+                await asyncio.sleep(0.1)
+        burst = asyncio.ensure_future(_burst(front, model, 100))
+        while not burst.done() and await asyncio.to_thread(_in_flight, front) < 90:
+            await asyncio.sleep(0.05)
+        gateway.send_signal(signal.SIGTERM)
+        results = await burst
+        assert [r for r in results if r != (200, None, True)] == []
+        assert await asyncio.to_thread(gateway.wait, 32) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        workers.stop()
