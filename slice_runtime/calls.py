@@ -64,7 +64,7 @@ def decode_call(body: bytes, header_length: str | None) -> Call:
     try:
         check_request_id(request_id)
     except ValueError as error:
-        raise InvalidInput(str(error)) from None
+        raise InvalidInput(f"request_id: {error}") from None
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidInput(f"inline_limit must be a non-negative integer, got {limit!r}")
     return Call(request_id, frames, limit)

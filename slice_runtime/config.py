@@ -6,6 +6,7 @@ of its command-line option; a malformed value is a one-line error naming the var
 
 from __future__ import annotations
 
+import math
 import os
 
 from slice_runtime.errors import SettingError
@@ -37,6 +38,8 @@ def env_float(name: str, default: float, minimum: float | None = None) -> float:
         value = float(raw)
     except ValueError:
         raise SettingError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingError(f"{name} must be a finite number, got {raw!r}")
     if minimum is not None and value < minimum:
         raise SettingError(f"{name} must be at least {minimum}, got {value}")
     return value

@@ -3,8 +3,15 @@
 One worker process per slice (each with its own onnxruntime thread budget, one
 intra-op thread by default, like one vCPU of a function) and the gateway in this
 process. A supervisor restarts a worker that dies, on the same port, so the gateway's
-retries reach the new one. Ctrl-C (or `stop()`) stops everything and clears the
-model's tensors from the store.
+retries reach the new one.
+
+SIGTERM or Ctrl-C (or `stop()`) drains: the gateway answers new requests 503 with
+Retry-After and lets those in flight finish, for at most the grace period; then the
+workers stop (finishing their runs) and the model's tensors are cleared from the store.
+Workers run in their own process group, so a terminal's Ctrl-C reaches only this
+supervisor, and die with it when it is killed (`worker.parent`): they then clear the
+store themselves. The store's URL, which may hold a password, reaches them through
+their environment, never their command line.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from aiohttp import web
 from slice_runtime import calls, loops
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, SettingError
+from slice_runtime.gateway import lifecycle
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
-from slice_runtime.gateway.http import build_app
+from slice_runtime.gateway.http import DRAIN, build_app
 from slice_runtime.store import open_transport
 
 log = logging.getLogger("mopar.serve")
@@ -70,6 +78,9 @@ class LocalServer:
     request_timeout: float = 60.0
     inline_limit: int = calls.DEFAULT_INLINE_LIMIT
     max_body_bytes: int = 64 * 2**20
+    limits: lifecycle.Limits = field(default_factory=lifecycle.Limits)
+    store_timeout: float = 5.0
+    store_connections: int = 256
 
     def __post_init__(self) -> None:
         self.manifest = manifests.load(self.directory)
@@ -79,6 +90,7 @@ class LocalServer:
             e.id: WorkerProcess(e.id, free_port(), self.log_dir / f"worker-{e.id}.log") for e in self.manifest.slices
         }
         self._runner: web.AppRunner | None = None
+        self._app = web.Application()
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.plane: DataPlane | None = None
@@ -91,14 +103,22 @@ class LocalServer:
     def _spawn(self, worker: WorkerProcess) -> None:
         command = [
             sys.executable, "-m", "slice_runtime.worker",
-            "--manifest", str(self.directory), "--slice", worker.slice_id,
-            "--transport", self.transport, "--namespace", self.namespace,
+            "--manifest", str(self.directory), "--slice", worker.slice_id, "--namespace", self.namespace,
             "--host", "127.0.0.1", "--port", str(worker.port), "--threads", str(self.threads),
-            *self.worker_args,
+            "--grace", str(self.limits.grace), *self.worker_args,
         ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(self.threads),
+            "MOPAR_TRANSPORT": self.transport,  # not argv: `ps` shows every user a command line
+            "MOPAR_SUPERVISOR_PID": str(os.getpid()),
+        }
         with worker.log_path.open("ab") as out:
-            worker.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            # stdin: the pipe whose closing stops the worker (`worker.parent`); its own process
+            # group: a terminal's Ctrl-C reaches this supervisor only, which drains first.
+            worker.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env, process_group=0
+            )
 
     async def _wait_ready(self, worker: WorkerProcess, deadline: float) -> None:
         async with aiohttp.ClientSession() as session:
@@ -126,10 +146,27 @@ class LocalServer:
                     self._spawn(worker)
             await asyncio.sleep(0.1)
 
+    async def _reap(self, worker: WorkerProcess, deadline: float) -> None:
+        if worker.process is None:
+            return
+        try:
+            timeout = max(0.5, deadline - time.monotonic())
+            await asyncio.get_running_loop().run_in_executor(None, worker.process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("worker %s did not stop in time; killing it", worker.slice_id)
+            worker.process.kill()
+            await asyncio.get_running_loop().run_in_executor(None, worker.process.wait)
+
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, timeout: float = 180.0) -> None:
         try:
-            store = open_transport(self.transport, self.namespace, self.manifest.name)
+            store = open_transport(
+                self.transport,
+                self.namespace,
+                self.manifest.name,
+                op_timeout=self.store_timeout,
+                max_connections=self.store_connections,
+            )
         except ValueError as error:
             raise SettingError(str(error)) from None
         await store.ping()
@@ -152,26 +189,24 @@ class LocalServer:
             request_timeout=self.request_timeout,
             inline_limit=self.inline_limit,
         )
-        self._runner = web.AppRunner(build_app(self.plane, self.max_body_bytes), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        self._app = build_app(self.plane, self.max_body_bytes, self.limits)
+        self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
         self._supervisor = asyncio.ensure_future(self._supervise())
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain the gateway (at most `grace` s, default the limits' grace), stop the workers
+        (they finish their runs), clear the store; all within grace + 2 s."""
+        grace = self.limits.grace if grace is None else grace
+        deadline = time.monotonic() + grace + 1.5
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await lifecycle.stop(self._runner, self._app[DRAIN], grace)
         for worker in self.workers.values():
-            if worker.process is not None and worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
-        for worker in self.workers.values():
-            if worker.process is not None:
-                try:
-                    await asyncio.get_running_loop().run_in_executor(None, worker.process.wait, 30)
-                except subprocess.TimeoutExpired:
-                    worker.process.kill()
+            if worker.process is not None and worker.process.stdin is not None:
+                worker.process.stdin.close()  # the worker finishes its runs and exits
+        await asyncio.gather(*(self._reap(w, deadline) for w in self.workers.values()))
         if self.plane is not None:
             try:
                 await self.plane.transport.purge()
@@ -190,6 +225,9 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads,
         name=args.name,
         inline_limit=args.inline_kb * 1024,
+        limits=lifecycle.limits_from(args),
+        store_timeout=args.store_timeout,
+        store_connections=args.store_connections,
     )
 
     async def serve() -> None:
@@ -200,6 +238,9 @@ def main(args: argparse.Namespace) -> int:
         )
         await server.start()
         assert server.plane is not None
+        for worker in server.workers.values():
+            assert worker.process is not None
+            print(f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid})", file=sys.stderr, flush=True)
         print(
             f"serving {server.plane.name} at {server.url}/v2/models/{server.plane.name}/infer; Ctrl-C stops",
             file=sys.stderr,
@@ -209,7 +250,8 @@ def main(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("stopping", file=sys.stderr, flush=True)
+        grace = server.limits.grace
+        print(f"stopping: finishing the requests in flight (at most {grace:g} s)", file=sys.stderr, flush=True)
         await server.stop()
 
     loops.install()

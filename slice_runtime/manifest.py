@@ -9,25 +9,36 @@ kept whole for the tools that report on it).
 
 This module also owns the names inside a manifest: slice ids (`s0`, `s1`, ...), sub-slice
 ids (`s1.0`, `s1.1`, ...) and the tensors a sub-slice writes (`NAME__part0`, ...).
+
+A manifest is checked when it is read (`validate`: ids unique and plain, files named
+inside the directory, each slice depending on earlier slices only and on the ones that
+write its inputs, so the order runs and cannot cycle) and its files before they are served
+(`verify_files`: inside the directory after symlinks, sha256, and the inputs and outputs
+each ONNX file declares against its entry).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from slice_runtime import onnxio
 from slice_runtime.errors import ManifestError
 from slice_runtime.tensors import TensorSpec
 
 FORMAT = "mopar.manifest/v1"
 FILE_NAME = "manifest.json"
 _PART = "__part"
+# Slice ids end up in file, log, key and Kubernetes object names: letters, digits, '.', '-', '_'.
+_SLICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def slice_id(index: int) -> str:
@@ -143,15 +154,75 @@ class Manifest:
                 stages.append([entry])
         return stages
 
-    def verify_files(self) -> None:
-        """Check every slice file against its sha256 (a truncated copy must not be served)."""
+    def validate(self, where: str = "manifest") -> None:
+        """ManifestError naming the first thing that makes this manifest unservable."""
+        seen: dict[str, SliceEntry] = {}
+        producers = {spec.name: "the model's inputs" for spec in self.inputs}
         for entry in self.slices:
+            if not _SLICE_ID.fullmatch(entry.id) or ".." in entry.id:
+                raise ManifestError(f"{where}: slice id {entry.id[:80]!r} is not 1-63 letters, digits, '.', '-', '_'")
+            if entry.id in seen:
+                raise ManifestError(f"{where}: two slices have the id {entry.id!r}")
+            for name, _ in entry.files():
+                _check_relative(name, f"{where}: slice {entry.id}")
+            for dependency in entry.depends_on:
+                if dependency not in seen:
+                    raise ManifestError(
+                        f"{where}: slice {entry.id} depends on {dependency[:80]!r}, which is not a slice before it"
+                    )
+            for spec in entry.inputs:
+                producer = producers.get(spec.name)
+                if producer is None:
+                    raise ManifestError(
+                        f"{where}: slice {entry.id} reads {spec.name!r}, which no slice before it writes"
+                    )
+                if producer in seen and producer not in entry.depends_on:
+                    raise ManifestError(
+                        f"{where}: slice {entry.id} reads {spec.name!r} from slice {producer} but does not depend on it"
+                    )
+            for spec in entry.outputs:
+                if spec.name in producers:
+                    raise ManifestError(f"{where}: tensor {spec.name!r} is written twice (by slice {entry.id})")
+                producers[spec.name] = entry.id
+            seen[entry.id] = entry
+        for tensor in self.output_tensors():
+            if tensor not in producers:
+                raise ManifestError(f"{where}: model output {tensor!r} is written by no slice")
+
+    def confined(self, name: str) -> Path:
+        """DIR/name, refused if it leads outside DIR (through `..`, an absolute path or a symlink)."""
+        _check_relative(name, str(self.directory))
+        root = self.directory.resolve()
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            raise ManifestError(f"{self.directory / name}: leads outside the slice directory {root}")
+        return path
+
+    def verify_files(self, entries: Sequence[SliceEntry] | None = None) -> None:
+        """Check each slice's files: inside the directory, present, matching their sha256 (a
+        truncated or swapped copy must not be served) and declaring the entry's tensors."""
+        for entry in self.slices if entries is None else entries:
             for name, digest in entry.files():
-                path = self.directory / name
-                if not path.exists():
-                    raise ManifestError(f"{path}: slice file missing")
+                path = self.confined(name)
+                if not path.is_file():
+                    raise ManifestError(f"{self.directory / name}: slice file missing")
                 if sha256_file(path) != digest:
-                    raise ManifestError(f"{path}: sha256 does not match the manifest")
+                    raise ManifestError(f"{self.directory / name}: sha256 does not match the manifest")
+            self.check_graph(entry, self.confined(entry.file))
+
+    def check_graph(self, entry: SliceEntry, path: Path) -> None:
+        """The inputs and outputs the ONNX file at `path` declares, against slice `entry`'s."""
+        try:
+            declared = onnxio.graph_io(path)
+        except onnxio.NotOnnx as error:
+            raise ManifestError(f"slice {entry.id}: {error}") from None
+        for what, want, got in (
+            ("inputs", entry.inputs, declared.inputs),
+            ("outputs", entry.outputs, declared.outputs),
+        ):
+            problem = _mismatch(want, got)
+            if problem:
+                raise ManifestError(f"{path}: its {what} are not slice {entry.id}'s: {problem}")
 
     def output_tensors(self) -> list[str]:
         """Stored tensors that make up the model's outputs (the parts of a joined output)."""
@@ -199,12 +270,34 @@ class Manifest:
         return path
 
 
+def _check_relative(name: str, where: str) -> None:
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts or "\\" in name or "\x00" in name:
+        raise ManifestError(f"{where}: file {name[:120]!r} must be a relative path inside the slice directory")
+
+
+def _mismatch(want: Sequence[TensorSpec], got: Sequence[TensorSpec]) -> str | None:
+    """Why tensors `got` (a file's) are not `want` (an entry's), or None; -1 matches any size."""
+    declared = {s.name: s for s in got}
+    if set(declared) != {s.name for s in want}:
+        return f"the file has {', '.join(declared) or 'none'}, the manifest {', '.join(s.name for s in want) or 'none'}"
+    for spec in want:
+        other = declared[spec.name]
+        if other.dtype != spec.dtype:
+            return f"{spec.name!r} is {other.dtype} in the file, {spec.dtype} in the manifest"
+        if len(other.shape) != len(spec.shape) or any(
+            a >= 0 and b >= 0 and a != b for a, b in zip(other.shape, spec.shape)
+        ):
+            return f"{spec.name!r} has shape {list(other.shape)} in the file, {list(spec.shape)} in the manifest"
+    return None
+
+
 def parse(data: Any, directory: str | Path = ".", where: str = "manifest") -> Manifest:
-    """The manifest in `data` (decoded JSON); ManifestError naming `where` if it is not one."""
+    """The manifest in `data` (decoded JSON), validated; ManifestError naming `where` if it is not one."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{where}: not a mopar manifest (expected format {FORMAT!r})")
     try:
-        return Manifest(
+        manifest = Manifest(
             name=str(data["model"]["name"]),
             sha256=str(data["model"]["sha256"]),
             model_file=data["model"].get("file"),
@@ -218,6 +311,8 @@ def parse(data: Any, directory: str | Path = ".", where: str = "manifest") -> Ma
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ManifestError(f"{where}: malformed manifest ({error!r})") from None
+    manifest.validate(where)
+    return manifest
 
 
 def loads(text: str | bytes, where: str = "manifest") -> Manifest:

@@ -40,7 +40,8 @@ SLICE_READY = Gauge(
 
 GATEWAY_REQUESTS = Counter(
     "mopar_gateway_requests_total",
-    "Inference requests by outcome (ok, client_error, unavailable, error).",
+    "Inference requests by outcome (ok, client_error, cancelled: the client left, draining: refused while "
+    "shutting down, unavailable, error).",
     ["model", "outcome"],
 )
 GATEWAY_LATENCY = Histogram(

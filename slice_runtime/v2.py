@@ -10,12 +10,14 @@ on each binary input; `"parameters": {"binary_data": true}` on a requested outpu
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from slice_runtime import jsonbody
 from slice_runtime.errors import InvalidInput
 from slice_runtime.tensors import TensorSpec, dtype_of_v2, v2_datatype
 
@@ -32,6 +34,16 @@ class InferRequest:
     requested: list[str] | None = None  # output names asked for (None: all)
     binary_outputs: set[str] = field(default_factory=set)
     binary_all: bool = False
+    json_outputs: set[str] = field(default_factory=set)  # binary_data: false, which overrides binary_all
+
+    def binary(self, name: str) -> bool:
+        return name in self.binary_outputs or (self.binary_all and name not in self.json_outputs)
+
+
+# A shape's limits: numpy arrays have at most 64 dimensions and no tensor a V2 body can carry
+# comes near 2**40 elements; past these a shape is a mistake, not a tensor.
+MAX_DIMS = 32
+MAX_ELEMENTS = 2**40
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -40,19 +52,19 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         try:
             length = int(header_length)
         except ValueError:
-            raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {header_length[:40]!r}") from None
         if not 0 < length <= len(body):
             raise InvalidInput(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
         head, binary = body[:length], memoryview(body)[length:]
     else:
         head, binary = body, memoryview(b"")
-    try:
-        document = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+    document = jsonbody.loads(head)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise InvalidInput("request needs a non-empty 'inputs' list")
-    parameters = document.get("parameters") or {}
+    parameters = _parameters(document, "the request")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput(f"'id' must be a string, got {_kind(request_id)}")
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for item in document["inputs"]:
@@ -65,6 +77,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     requested = None
     binary_outputs: set[str] = set()
+    json_outputs: set[str] = set()
     if document.get("outputs") is not None:
         if not isinstance(document["outputs"], list):
             raise InvalidInput("'outputs' must be a list")
@@ -72,39 +85,84 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         for item in document["outputs"]:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise InvalidInput("each requested output needs a 'name'")
+            if item["name"] in requested:
+                raise InvalidInput(f"output {item['name']!r} is requested twice")
             requested.append(item["name"])
-            if (item.get("parameters") or {}).get("binary_data"):
+            output_parameters = _parameters(item, f"output {item['name']!r}")
+            if _flag(output_parameters, "binary_data", item["name"]):
                 binary_outputs.add(item["name"])
+            elif "binary_data" in output_parameters:
+                json_outputs.add(item["name"])
     return InferRequest(
         inputs=inputs,
-        id=None if document.get("id") is None else str(document["id"]),
+        id=request_id,
         parameters=parameters,
         requested=requested,
         binary_outputs=binary_outputs,
-        binary_all=bool(parameters.get("binary_data_output")),
+        binary_all=_flag(parameters, "binary_data_output", None),
+        json_outputs=json_outputs,
     )
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _parameters(item: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`item`'s parameters: absent or an object (the protocol's `$parameters`)."""
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' of {what} must be an object, got {_kind(parameters)}")
+    return parameters
+
+
+def _flag(parameters: Mapping[str, Any], key: str, output: str | None) -> bool:
+    """A boolean parameter of the binary tensor extension: true, false or absent, nothing else
+    (a string "false" must not mean yes)."""
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        where = f" of output {output!r}" if output is not None else ""
+        raise InvalidInput(f"parameter {key!r}{where} must be true or false, got {_kind(value)}")
+    return value
+
+
+def _shape(name: str, shape: Any) -> tuple[list[int], int]:
+    """The shape and its element count, exactly (Python integers: no product wraps to 0)."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidInput(f"input {name!r} needs a 'shape' of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r} has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r} needs a 'shape' of non-negative integers, got {shape}")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        raise InvalidInput(f"input {name!r}: shape {shape} is far larger than any request can carry")
+    return shape, count
 
 
 def _input_tensor(item: Any, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input needs a 'name'")
     name = item["name"]
-    shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r} needs a 'shape' of non-negative integers")
+    shape, count = _shape(name, item.get("shape"))
     datatype = item.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"input {name!r} needs a 'datatype' string")
     if datatype == "BYTES":
         raise InvalidInput(f"input {name!r}: BYTES tensors are not supported; send numeric tensors")
     try:
-        dtype = np.dtype(dtype_of_v2(str(datatype)))
+        dtype = np.dtype(dtype_of_v2(datatype))
     except KeyError:
-        raise InvalidInput(f"input {name!r} has unknown datatype {datatype!r}") from None
-    count = int(np.prod(shape, dtype=np.int64))
-    size = (item.get("parameters") or {}).get("binary_data_size")
+        raise InvalidInput(f"input {name!r} has unknown datatype {datatype[:40]!r}") from None
+    size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize:
+        if not isinstance(size, int) or isinstance(size, bool) or size != count * dtype.itemsize:
             raise InvalidInput(
-                f"input {name!r}: binary_data_size {size} is not {count} x {dtype.itemsize} bytes of {datatype}"
+                f"input {name!r}: binary_data_size {str(size)[:40]} is not {count} x {dtype.itemsize} bytes "
+                f"of {datatype}"
             )
         if offset + size > len(binary):
             raise InvalidInput(f"input {name!r}: binary data ends after {len(binary) - offset} of {size} bytes")
@@ -112,13 +170,29 @@ def _input_tensor(item: Any, binary: memoryview, offset: int) -> tuple[np.ndarra
         return array, size
     if "data" not in item:
         raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
+    data = item["data"]
     try:
-        array = np.asarray(item["data"], dtype=dtype)
-    except (TypeError, ValueError) as error:
-        raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype} ({error})") from None
+        if isinstance(data, jsonbody.NumberText):
+            array = data.to_array(dtype, count)
+        else:
+            array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError, RecursionError) as error:
+        raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype} ({_first_line(error)})") from None
     if array.size != count:
         raise InvalidInput(f"input {name!r}: {array.size} values for shape {shape} ({count} expected)")
     return array.reshape(shape), 0
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def check_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> None:
+    """Requested outputs against the model's, before anything runs."""
+    known = [s.name for s in specs]
+    for name in request.requested or []:
+        if name not in known:
+            raise InvalidInput(f"unknown output {name!r}; the model's outputs are: {', '.join(known)}")
 
 
 def check_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
@@ -140,14 +214,9 @@ def encode_response(
     model: str, request: InferRequest, outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its HTTP headers (binary outputs where asked for)."""
+    check_outputs(request, specs)
     names = request.requested if request.requested is not None else [s.name for s in specs]
-    known = {s.name for s in specs}
-    for name in names:
-        if name not in known:
-            raise InvalidInput(f"unknown output {name!r}; the model's outputs are: {', '.join(known)}")
-    items, chunks = _tensors(
-        {n: outputs[n] for n in names}, lambda n: request.binary_all or n in request.binary_outputs
-    )
+    items, chunks = _tensors({n: outputs[n] for n in names}, request.binary)
     document: dict[str, Any] = {"model_name": model, "outputs": items}
     if request.id is not None:
         document["id"] = request.id
@@ -167,14 +236,29 @@ def _tensors(
             item["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
-            item["data"] = array.reshape(-1).tolist()
+            item["data"] = _json_values(array)
         items.append(item)
     return items, chunks
 
 
+# JSON has no NaN or infinities (RFC 8259, section 6): Python's json writes bare NaN and
+# Infinity tokens, which strict parsers (browsers, Go, orjson and KServe's clients) refuse.
+# They travel as the strings "NaN", "Infinity" and "-Infinity" instead: valid JSON for
+# every parser, and numpy (so tritonclient's `as_numpy`) turns them back into the values.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _json_values(array: np.ndarray) -> list[Any]:
+    values: list[Any] = array.reshape(-1).tolist()
+    if array.dtype.kind == "f":
+        for index in np.flatnonzero(~np.isfinite(array.reshape(-1))):
+            values[index] = NON_FINITE[str(values[index])]
+    return values
+
+
 def _body(document: Mapping[str, Any], chunks: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
     """The JSON header and the binary chunks after it, with the headers that describe them."""
-    head = json.dumps(document, separators=(",", ":")).encode()
+    head = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not chunks:
         return head, {"Content-Type": JSON_TYPE}
     return head + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}

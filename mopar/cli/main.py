@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mopar import __version__
-from slice_runtime.options import add_gateway_arguments, add_serve_arguments, add_worker_arguments
+from slice_runtime.options import COUNT, add_gateway_arguments, add_serve_arguments, add_worker_arguments, number
+
+# Numeric options are finite and in range (`--slo-ms nan`, `--dominance -1` are usage errors).
+POSITIVE = number(float, above=0)
+SHARE = number(float, 0, 1)
+SCALE = number(float, above=0, maximum=1)
+AT_LEAST_0 = number(int, 0)
 
 # The keys of slice_runtime.sessions.OPTIMIZATION_LEVELS, named here so that parsing
 # the command line does not import onnxruntime.
@@ -39,7 +45,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: one vCPU)")
+    parser.add_argument("--threads", type=COUNT, default=1, help="onnxruntime intra-op threads (default 1: one vCPU)")
     parser.add_argument(
         "--optimization",
         choices=OPTIMIZATIONS,
@@ -58,22 +64,25 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
         default="cost",
         help="minimise cost per request (default), end-to-end latency, or cost within --slo-ms",
     )
-    plan.add_argument("--slo-ms", type=float, help="latency bound for --objective slo")
-    plan.add_argument("--max-slices", type=int, default=8, help="at most this many slices (default 8)")
+    plan.add_argument("--slo-ms", type=POSITIVE, help="latency bound for --objective slo")
+    plan.add_argument("--max-slices", type=COUNT, default=8, help="at most this many slices (default 8)")
     plan.add_argument(
-        "--slices", type=int, metavar="N", help="exactly N slices, cut where the objective is best (e.g. to fit nodes)"
+        "--slices",
+        type=COUNT,
+        metavar="N",
+        help="exactly N slices, cut where the objective is best (e.g. to fit nodes)",
     )
-    plan.add_argument("--min-slice-memory", type=int, metavar="MB", help="allocate at least this much per slice")
-    plan.add_argument("--max-slice-memory", type=int, metavar="MB", help="no slice may need more than this")
+    plan.add_argument("--min-slice-memory", type=COUNT, metavar="MB", help="allocate at least this much per slice")
+    plan.add_argument("--max-slice-memory", type=COUNT, metavar="MB", help="no slice may need more than this")
     plan.add_argument("--no-split", action="store_true", help="never split dominant operators into sub-slices")
-    plan.add_argument("--max-split", type=int, default=8, help="at most this many parallel sub-slices (default 8)")
+    plan.add_argument("--max-split", type=COUNT, default=8, help="at most this many parallel sub-slices (default 8)")
     plan.add_argument(
         "--dominance",
-        type=float,
+        type=SHARE,
         default=0.05,
         help="share of the model's weights or time that makes an operator dominant (default 0.05)",
     )
-    plan.add_argument("--max-cut-tensors", type=int, default=4, help="at most this many tensors cross a cut")
+    plan.add_argument("--max-cut-tensors", type=COUNT, default=4, help="at most this many tensors cross a cut")
     plan.add_argument(
         "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
     )
@@ -81,7 +90,7 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
     cores = os.cpu_count() or 1
     plan.add_argument(
         "--cores",
-        type=int,
+        type=COUNT,
         metavar="N",
         default=cores if local else None,
         help=f"vCPUs that can run at once (default {cores}: this machine's)"
@@ -110,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = models_commands.add_parser("build", help="write a zoo model as an ONNX file")
     build.add_argument("name", help="zoo model name (see `mopar models list`)")
     build.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    build.add_argument("--scale", type=float, default=1.0, help="width multiplier in (0, 1]; 1 is the published size")
-    build.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    build.add_argument("--scale", type=SCALE, default=1.0, help="width multiplier in (0, 1]; 1 is the published size")
+    build.add_argument("--seed", type=AT_LEAST_0, default=0, help="weight seed (default 0)")
     build.add_argument(
         "--set",
         action="append",
@@ -123,13 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser("profile", help="per-node latency, memory and FLOPs of a model")
     profile.add_argument("model", help="ONNX model file")
-    profile.add_argument("--runs", type=int, default=10, help="recorded runs; medians are reported (default 10)")
-    profile.add_argument("--warmup", type=int, default=2, help="unrecorded runs first (default 2)")
+    profile.add_argument("--runs", type=COUNT, default=10, help="recorded runs; medians are reported (default 10)")
+    profile.add_argument("--warmup", type=AT_LEAST_0, default=2, help="unrecorded runs first (default 2)")
     _add_runtime_options(profile)
     _add_model_options(profile)
     profile.add_argument("-o", "--output", help="write profile.json here")
     profile.add_argument("--plot", metavar="FILE.png", help="draw per-layer latency and memory")
-    profile.add_argument("--top", type=int, default=20, help="table rows: the N slowest nodes (0: all)")
+    profile.add_argument("--top", type=AT_LEAST_0, default=20, help="table rows: the N slowest nodes (0: all)")
     profile.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory measurement")
     profile.set_defaults(run="mopar.cli.profile:run")
 
@@ -151,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("directory", metavar="DIR", help="directory written by `mopar slice`")
     check.add_argument("--model", required=True, help="the whole ONNX model")
-    check.add_argument("--trials", type=int, default=3, help="seeded random inputs to try (default 3)")
-    check.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    check.add_argument("--trials", type=COUNT, default=3, help="seeded random inputs to try (default 3)")
+    check.add_argument("--seed", type=AT_LEAST_0, default=0, help="first seed (default 0)")
     check.add_argument(
         "--optimization", choices=OPTIMIZATIONS, default="all", help="optimisation level of both runs (default all)"
     )
@@ -178,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the model served whole and partitioned, same machine, same run")
     bench.add_argument("model", help="ONNX model file")
     _add_plan_options(bench, local=True)
-    bench.add_argument("--requests", type=int, default=50, help="measured requests per serving (default 50)")
-    bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
-    bench.add_argument("--warmup", type=int, default=3, help="unmeasured requests first (default 3)")
+    bench.add_argument("--requests", type=COUNT, default=50, help="measured requests per serving (default 50)")
+    bench.add_argument("--concurrency", type=COUNT, default=1, help="requests in flight at once (default 1)")
+    bench.add_argument("--warmup", type=AT_LEAST_0, default=3, help="unmeasured requests first (default 3)")
     bench.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
     bench.add_argument("--work-dir", help="keep the slice directories here (default: a temporary directory)")
     bench.add_argument("-o", "--output", help="write result.json here")
@@ -195,20 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (in-cluster entry point)")
     operator.add_argument("--namespace", action="append", default=[], help="watch only these (default: all)")
-    operator.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (default 8081)")
+    operator.add_argument(
+        "--health-port", type=number(int, 0, 65535), default=8081, help="liveness endpoint port (default 8081)"
+    )
     operator.add_argument("--verbose", action="store_true")
     operator.set_defaults(run="mopar.cli.operator:run")
 
     prepare = commands.add_parser("prepare", help="fetch, profile, plan, slice and store a model (the prepare Job)")
-    prepare.add_argument("--runs", type=int, default=5, help="profiling runs (default 5)")
+    prepare.add_argument("--runs", type=COUNT, default=5, help="profiling runs (default 5)")
     prepare.set_defaults(run="mopar.cli.prepare:run")
 
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
     demo.add_argument("--model", default="vgg16", help="zoo model to run (default vgg16)")
-    demo.add_argument("--scale", type=float, default=1.0, help="width multiplier of the zoo model")
+    demo.add_argument("--scale", type=SCALE, default=1.0, help="width multiplier of the zoo model")
     demo.add_argument("--out", default="mopar-demo", help="directory for the demo's files (default ./mopar-demo)")
-    demo.add_argument("--runs", type=int, default=10, help="profiling runs (default 10)")
-    demo.add_argument("--requests", type=int, default=20, help="requests sent to each serving (default 20)")
+    demo.add_argument("--runs", type=COUNT, default=10, help="profiling runs (default 10)")
+    demo.add_argument("--requests", type=COUNT, default=20, help="requests sent to each serving (default 20)")
     demo.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
     demo.set_defaults(run="mopar.cli.demo:run")
     return parser

@@ -2,16 +2,19 @@
 
 A `ModelFile` is an ONNX model with static input shapes (symbolic dimensions fixed by
 `--input-shape NAME=1x3x224x224`), its name (the file stem), the sha256 of the file
-and the specs of its inputs and outputs.
+and the specs of its inputs and outputs. Refused with one line, before anything runs:
+weights kept outside the model's folder, operators of domains onnxruntime does not
+implement (custom-op libraries are not loaded), and tensors the data plane cannot carry
+(STRING, which V2 calls BYTES, and element types numpy has no dtype for).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -75,7 +78,12 @@ def load_model(
     if not proto.graph.node:
         raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        onnx.load_external_data_for_model(proto, str(path.parent))
+        _check_external_data(proto, path)
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except (onnx.checker.ValidationError, OSError, ValueError) as error:
+            raise ModelError(f"{path}: cannot read its external weights: {_first_line(error)}") from None
+    _check_operators(proto, path)
     if check:
         try:
             # Checking by path also works past protobuf's 2 GB limit.
@@ -84,16 +92,64 @@ def load_model(
             raise ModelError(f"{path}: invalid ONNX model: {_first_line(error)}") from None
     shapes = {name: tuple(int(d) for d in dims) for name, dims in (input_shapes or {}).items()}
     _fix_input_shapes(proto, shapes, path)
-    graph_inputs = _graph_inputs(proto)
     return ModelFile(
         path=path,
         proto=proto,
         sha256=hashlib.sha256(data).hexdigest(),
         name=path.stem,
-        inputs=[TensorSpec.of_value_info(v) for v in graph_inputs],
-        outputs=[TensorSpec.of_value_info(v) for v in proto.graph.output],
+        inputs=[_tensor_spec(v, "input", path) for v in _graph_inputs(proto)],
+        outputs=[_tensor_spec(v, "output", path) for v in proto.graph.output],
         input_shapes=shapes,
     )
+
+
+# Operator domains onnxruntime's CPU build implements; anything else needs a custom-op library.
+ORT_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training"}
+)
+
+
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    for tensor in proto.graph.initializer:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        parts = PurePath(location).parts
+        if not location or PurePath(location).is_absolute() or ".." in parts:
+            raise ModelError(
+                f"{path}: weights of {tensor.name!r} are kept at {location[:120]!r}, outside the model's folder"
+            )
+        target = (path.parent / location).resolve()
+        if not target.is_relative_to(path.parent.resolve()):
+            raise ModelError(f"{path}: weights of {tensor.name!r} lead outside the model's folder (a symlink)")
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node, those of subgraphs (If, Loop, Scan bodies) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
+                yield from _nodes(sub)
+
+
+def _check_operators(proto: onnx.ModelProto, path: Path) -> None:
+    functions = {(f.domain, f.name) for f in proto.functions}  # model-local functions onnxruntime inlines
+    for node in _nodes(proto.graph):
+        if node.domain not in ORT_DOMAINS and (node.domain, node.op_type) not in functions:
+            raise ModelError(
+                f"{path}: node {node.name or node.op_type!r} is operator {node.op_type} of domain {node.domain!r}, "
+                "which onnxruntime does not implement (custom operator libraries are not supported)"
+            )
+
+
+def _tensor_spec(value: onnx.ValueInfoProto, what: str, path: Path) -> TensorSpec:
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type == onnx.TensorProto.STRING:
+        raise ModelError(f"{path}: {what} {value.name!r} is a STRING tensor; mopar serves numeric tensors only")
+    try:
+        return TensorSpec.of_value_info(value)
+    except ValueError:
+        kind = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else "no"
+        raise ModelError(f"{path}: {what} {value.name!r} has element type {kind}, which mopar cannot serve") from None
 
 
 _KEEP_VALUES_UP_TO = 4096

@@ -3,19 +3,35 @@
 Downloads are streamed to disk; s3:// is an anonymous GET (public objects, or an
 S3-compatible endpoint in $MOPAR_S3_ENDPOINT such as MinIO), with no request signing.
 Mounted schemes are read under $MOPAR_PVC_ROOT and $MOPAR_CONFIGMAP_ROOT (default: where
-the prepare Job mounts them), looked up when a model is fetched.
+the prepare Job mounts them), looked up when a model is fetched, and must stay under their
+volume once symlinks are resolved.
+
+The author of a spec chooses the URI, and the prepare Job fetches it from inside the
+cluster: so http(s) goes only to public addresses (not loopback, private, link-local,
+shared, multicast or reserved ones, the cloud's metadata service at 169.254.169.254
+included) unless $MOPAR_FETCH_ALLOW_NETWORKS lists the network (CIDRs, comma-separated).
+The check is made on the addresses a name resolves to, by the resolver the connection
+uses (no second lookup to race), and again on every redirect. Errors name the URI and what
+failed, never what the remote end answered: the fetch is no probe of the cluster's network.
+The S3 endpoint is the administrator's setting, not the spec's, and is trusted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mopar.errors import UsageError
-from mopar.model.uris import CONFIGMAP_MOUNT_ROOT, PVC_MOUNT_ROOT
+from mopar.model.uris import CONFIGMAP_MOUNT_ROOT, PVC_MOUNT_ROOT, StorageUri
+
+MAX_REDIRECTS = 5
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def pvc_root() -> Path:
@@ -26,32 +42,45 @@ def configmap_root() -> Path:
     return Path(os.environ.get("MOPAR_CONFIGMAP_ROOT") or CONFIGMAP_MOUNT_ROOT)
 
 
+def allowed_networks() -> list[Network]:
+    """$MOPAR_FETCH_ALLOW_NETWORKS: networks http(s) may reach although they are not public."""
+    text = os.environ.get("MOPAR_FETCH_ALLOW_NETWORKS", "")
+    try:
+        return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise UsageError(f"MOPAR_FETCH_ALLOW_NETWORKS must be CIDRs such as 10.0.0.0/8: {error}") from None
+
+
 async def fetch(uri: str, directory: Path) -> Path:
     """Put the model at `uri` into `directory`; return its path."""
-    scheme, _, rest = uri.partition("://")
+    try:
+        parsed = StorageUri.parse(uri)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     directory.mkdir(parents=True, exist_ok=True)
-    if scheme == "zoo":
-        return _zoo(rest, directory)
-    if scheme == "pvc":
-        claim, _, path = rest.partition("/")
-        local = pvc_root() / claim / path
-        if not local.is_file():
-            raise UsageError(f"{uri}: no file {path!r} on claim {claim!r} (mounted at {pvc_root() / claim})")
-        return local
-    if scheme in ("http", "https"):
+    if parsed.scheme == "zoo":
+        return _zoo(uri.partition("://")[2], directory)
+    if parsed.scheme == "pvc":
+        return _mounted(uri, pvc_root(), parsed, f"no file {parsed.path!r} on claim {parsed.source!r}")
+    if parsed.scheme == "configmap":
+        return _mounted(uri, configmap_root(), parsed, f"no key {parsed.path!r} in ConfigMap {parsed.source!r}")
+    if parsed.scheme in ("http", "https"):
         return await _download(uri, directory)
-    if scheme == "s3":
-        bucket, _, key = rest.partition("/")
-        endpoint = os.environ.get("MOPAR_S3_ENDPOINT")
-        url = f"{endpoint.rstrip('/')}/{bucket}/{key}" if endpoint else f"https://{bucket}.s3.amazonaws.com/{key}"
-        return await _download(url, directory, shown=uri)
-    if scheme == "configmap":
-        name, _, key = rest.partition("/")
-        local = configmap_root() / name / key
-        if not local.is_file():
-            raise UsageError(f"{uri}: no key {key!r} in ConfigMap {name!r} (mounted at {configmap_root() / name})")
-        return local
-    raise UsageError(f"{uri}: unsupported storage scheme {scheme!r}")
+    endpoint = os.environ.get("MOPAR_S3_ENDPOINT")
+    if endpoint:
+        url = f"{endpoint.rstrip('/')}/{parsed.source}/{parsed.path}"
+        return await _download(url, directory, shown=uri, trusted=urlsplit(endpoint).hostname)
+    return await _download(f"https://{parsed.source}.s3.amazonaws.com/{parsed.path}", directory, shown=uri)
+
+
+def _mounted(uri: str, root: Path, parsed: StorageUri, missing: str) -> Path:
+    volume = (root / parsed.source).resolve()
+    local = (volume / parsed.path).resolve()
+    if not local.is_relative_to(volume):
+        raise UsageError(f"{uri}: leads outside its volume (mounted at {root / parsed.source})")
+    if not local.is_file():
+        raise UsageError(f"{uri}: {missing} (mounted at {root / parsed.source})")
+    return local
 
 
 def _zoo(rest: str, directory: Path) -> Path:
@@ -75,17 +104,92 @@ def _zoo(rest: str, directory: Path) -> Path:
     return target
 
 
-async def _download(url: str, directory: Path, shown: str | None = None) -> Path:
-    name = Path(urlsplit(url).path).name or "model.onnx"
-    target = directory / name
+def _refusal(address: str, allowed: list[Network]) -> str | None:
+    """Why `address` may not be fetched from (None: it may)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed):
+        return None
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return f"{'an' if kind[0] == 'u' else 'a'} {kind.replace('_', '-')} address"
+    return None if ip.is_global else "not a public address"
+
+
+class _GuardedResolver(AbstractResolver):
+    """The system's resolver, refusing names that resolve to an address `_refusal` refuses."""
+
+    def __init__(self, allowed: list[Network], shown: str, trusted: str | None) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._allowed, self._shown, self._trusted = allowed, shown, trusted
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        hosts = await self._inner.resolve(host, port, family)
+        if host != self._trusted:
+            for found in hosts:
+                reason = _refusal(found["host"], self._allowed)
+                if reason:  # every address must pass: a name may resolve differently on the next try
+                    raise UsageError(
+                        f"{self._shown}: refused, {host} resolves to {reason} (see MOPAR_FETCH_ALLOW_NETWORKS)"
+                    )
+        return hosts
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _check_literal(url: str, shown: str, allowed: list[Network], trusted: str | None) -> None:
+    """aiohttp does not resolve an IP address in a URL: check it here."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{shown}: refused, redirected to something other than http(s)")
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600, sock_connect=30)) as session:
-            async with session.get(url) as response:
-                if response.status != 200:
-                    raise UsageError(f"{shown or url}: HTTP {response.status} {response.reason}")
-                with target.open("wb") as out:
-                    async for chunk in response.content.iter_chunked(1 << 20):
-                        out.write(chunk)
-    except aiohttp.ClientError as error:
-        raise UsageError(f"{shown or url}: cannot download ({error})") from None
-    return target
+        ipaddress.ip_address(parts.hostname.split("%")[0])
+    except ValueError:
+        return  # a name: the resolver checks what it resolves to
+    reason = None if parts.hostname == trusted else _refusal(parts.hostname, allowed)
+    if reason:
+        raise UsageError(f"{shown}: refused, {parts.hostname} is {reason} (see MOPAR_FETCH_ALLOW_NETWORKS)")
+
+
+async def _download(url: str, directory: Path, shown: str | None = None, trusted: str | None = None) -> Path:
+    shown = shown or url
+    allowed = allowed_networks()
+    target = directory / (Path(urlsplit(url).path).name or "model.onnx")
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(allowed, shown, trusted))
+    timeout = aiohttp.ClientTimeout(total=3600, sock_connect=30)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
+            for _ in range(MAX_REDIRECTS + 1):
+                _check_literal(url, shown, allowed, trusted)
+                async with session.get(url, allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                        url = urljoin(url, response.headers["Location"])
+                        continue
+                    if response.status != 200:
+                        raise UsageError(f"{shown}: HTTP {response.status}")
+                    with target.open("wb") as out:
+                        async for chunk in response.content.iter_chunked(1 << 20):
+                            out.write(chunk)
+                    return target
+            raise UsageError(f"{shown}: more than {MAX_REDIRECTS} redirects")
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        raise UsageError(f"{shown}: cannot download ({_what_failed(error)})") from None
+
+
+def _what_failed(error: BaseException) -> str:
+    """What went wrong, in our words only (aiohttp's messages may quote the remote end)."""
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "the name does not resolve"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    if isinstance(error, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(error, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return "the connection broke off"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return "not a valid HTTP response"
+    return type(error).__name__

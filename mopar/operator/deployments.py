@@ -8,7 +8,7 @@ from typing import Any
 
 from mopar.operator import names
 from mopar.operator.names import Object
-from mopar.operator.pods import PORT, pod_spec
+from mopar.operator.pods import PORT, deployment_pod_spec
 from mopar.operator.spec import ModelSpec
 
 
@@ -29,7 +29,7 @@ def build_deployment(
             "selector": {"matchLabels": names.selector(owner["name"], component, slice_id)},
             "template": {
                 "metadata": {"labels": names.labels(owner["name"], component, slice_id)},
-                "spec": pod_spec(container, owner["name"]),
+                "spec": deployment_pod_spec(container, owner["name"]),
             },
         },
     }

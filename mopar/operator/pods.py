@@ -15,6 +15,13 @@ from mopar.operator.units import SliceUnit, slice_url
 PORT = 8080
 MANIFEST_DIR = "/etc/mopar"
 CACHE_DIR = "/tmp/mopar-cache"  # slice files and optimised graphs, on the pod's /tmp emptyDir
+# Shutting down: the kubelet runs preStop (a pause while endpoints stop sending new requests),
+# then SIGTERM, on which gateway and workers finish what is in flight within GRACE_SECONDS;
+# terminationGracePeriodSeconds covers both and a margin before SIGKILL. Under Knative the
+# queue-proxy drains first and the pod's grace is the revision's timeoutSeconds (300 s).
+GRACE_SECONDS = 30
+PRESTOP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = PRESTOP_SECONDS + GRACE_SECONDS + 5
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -50,6 +57,7 @@ def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, An
         {"name": "MOPAR_COMPRESS_THRESHOLD", "value": str(t.compression_threshold_bytes)},
         {"name": "MOPAR_ACTIVATION_TTL", "value": str(t.activation_ttl_seconds)},
         {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
+        {"name": "MOPAR_GRACE_SECONDS", "value": str(GRACE_SECONDS)},
         {"name": "OMP_NUM_THREADS", "value": str(spec.runtime.threads)},
     ]
 
@@ -109,6 +117,12 @@ def pod_spec(container: dict[str, Any], pm: str) -> dict[str, Any]:
         "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
     }
+
+
+def deployment_pod_spec(container: dict[str, Any], pm: str) -> dict[str, Any]:
+    """`pod_spec` with the shutdown above (Knative keeps neither field: it brings its own)."""
+    paused = {**container, "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}}
+    return {**pod_spec(paused, pm), "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS}
 
 
 def slice_container(

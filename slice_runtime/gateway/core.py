@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,17 +30,20 @@ log = logging.getLogger("mopar.gateway")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff between attempts of one slice call."""
+    """Bounded exponential backoff between attempts of one slice call, jittered: each delay is
+    drawn from [delay x (1 - jitter), delay], so the calls a restart failed all at once do not
+    all come back at once ("equal jitter", as redis-py's EqualJitterBackoff)."""
 
     attempts: int = 5
     first_delay: float = 0.1
     factor: float = 3.0
     max_delay: float = 3.0
+    jitter: float = 0.5
 
     def delays(self) -> Iterator[float]:
         delay = self.first_delay
         for _ in range(self.attempts - 1):
-            yield delay
+            yield delay * (1.0 - self.jitter * random.random())
             delay = min(delay * self.factor, self.max_delay)
 
 

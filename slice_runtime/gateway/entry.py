@@ -1,21 +1,22 @@
 """`mopar gateway`: settings from options and MOPAR_* variables (see `options`), then the
-REST adapter in front of the data plane and its slice workers."""
+REST adapter in front of the data plane and its slice workers. On SIGTERM it drains
+(`lifecycle`): new requests get 503 with Retry-After, those in flight finish within the
+grace period (MOPAR_GRACE_SECONDS, which the pod's terminationGracePeriodSeconds covers)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from pathlib import Path
 
-from aiohttp import web
-
-from slice_runtime import loops
 from slice_runtime import manifest as manifests
 from slice_runtime.config import env_str
 from slice_runtime.errors import SettingError
+from slice_runtime.gateway import lifecycle
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
-from slice_runtime.gateway.http import build_app
+from slice_runtime.gateway.http import DRAIN, build_app
 from slice_runtime.store import open_transport
 
 log = logging.getLogger("mopar.gateway")
@@ -43,7 +44,13 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
     if missing:
         raise SettingError(f"no --slice-url for slice(s) {', '.join(missing)}")
     try:
-        transport = open_transport(args.transport, args.namespace, manifest.name)
+        transport = open_transport(
+            args.transport,
+            args.namespace,
+            manifest.name,
+            op_timeout=args.store_timeout,
+            max_connections=args.store_connections,
+        )
     except ValueError as error:
         raise SettingError(str(error)) from None
     return DataPlane(
@@ -61,20 +68,19 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     plane = make_plane(args)
-    app = build_app(plane, int(args.max_body_mb * 2**20))
+    limits = lifecycle.limits_from(args)
+    app = build_app(plane, int(args.max_body_mb * 2**20), limits)
 
-    async def close(app: web.Application) -> None:
-        await plane.slices.close()
-        await plane.transport.close()
+    async def serve(stop: asyncio.Event) -> None:
+        runner = await lifecycle.start(app, args.host, args.port, limits, args.access_log)
+        log.info("serving %s on %s:%d", plane.name, args.host, args.port)
+        try:
+            await stop.wait()
+            log.info("draining: finishing the requests in flight (at most %g s)", limits.grace)
+        finally:
+            await lifecycle.stop(runner, app[DRAIN], limits.grace)
+            await plane.slices.close()
+            await plane.transport.close()
 
-    app.on_cleanup.append(close)
-    loops.install()
-    web.run_app(
-        app,
-        host=args.host,
-        port=args.port,
-        shutdown_timeout=60.0,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-        print=lambda *_: log.info("serving %s on %s:%d", plane.name, args.host, args.port),
-    )
+    lifecycle.until_signal(serve)
     return 0

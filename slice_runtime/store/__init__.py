@@ -21,7 +21,7 @@ def open_transport(
     *,
     connect_timeout: float = 1.0,
     op_timeout: float = 5.0,
-    max_connections: int = 64,
+    max_connections: int = 256,
 ) -> Transport:
     """The transport `url` names: a Redis URL (redis://, rediss://, unix://) or `shm` for shared memory.
 

@@ -1,21 +1,27 @@
 """Tensors in Redis: one pooled `redis.asyncio` client per transport, keys from `keys`, each
 with a TTL; and the connection helpers the artifact store shares (server names without
 credentials, one-line error messages, bounded retry).
+
+Each operation has one deadline, `op_timeout`, that covers waiting for a pooled connection,
+connecting and retrying: a Redis that is down or hangs fails every request within it. A
+burst that finds every connection busy waits for one within the same deadline and, if none
+frees up, is told so in its own words (the pool, not Redis, ran out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import AuthenticationError, InvalidResponse, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,12 +33,17 @@ from slice_runtime.store.keys import activation_key, check_request_id, model_pre
 # blocking the server for long when a request left many tensors behind.
 DELETE_CHUNK = 1000
 SCAN_BATCH = 1000
-# Bounded retry: a connection that flapped is retried twice, 50 ms then 100 ms later, but
-# a server that is down fails the call in well under a second (connection refused) or
-# about 3 connect timeouts (unanswered SYNs).
+# Bounded retry: a connection that flapped is retried twice, about 50 ms then 100 ms later
+# (jittered, so a burst of clients does not come back in step), but a server that is down
+# fails the call in well under a second (connection refused) or within the operation's
+# deadline (unanswered SYNs, a server that hangs).
 RETRIES = 2
 BACKOFF_BASE_SECONDS = 0.025
 BACKOFF_CAP_SECONDS = 0.25
+MAX_CONNECTIONS = 256
+_MESSAGE_CHARS = 300
+# redis-py prefixes a pipeline's errors with the command, arguments included: a tensor's bytes.
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 
 
 def redis_server_name(url: str) -> str:
@@ -67,7 +78,8 @@ def _os_reason(error: BaseException) -> str | None:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()).rstrip(".")
+    text = " ".join(_PIPELINE_NOTE.sub("", text).split()).rstrip(".")
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
 
 
 def describe_redis_error(error: BaseException, server: str, action: str, secret: str | None = None) -> str:
@@ -83,6 +95,8 @@ def describe_redis_error(error: BaseException, server: str, action: str, secret:
     elif isinstance(error, (RedisConnectionError, OSError)):
         reason = _os_reason(error) or _one_line(str(error)) or type(error).__name__
         message = f"cannot reach Redis at {server} while {action}: {reason}"
+    elif isinstance(error, OutOfMemoryError):
+        message = f"Redis at {server} is full (maxmemory) and refused {action}: {_one_line(str(error))}"
     elif isinstance(error, InvalidResponse):
         message = f"unexpected reply from {server} while {action} (is it a Redis server?): {_one_line(str(error))}"
     elif isinstance(error, ResponseError):
@@ -135,27 +149,60 @@ class RedisTransport(Transport):
         *,
         connect_timeout: float = 1.0,
         op_timeout: float = 5.0,
-        max_connections: int = 64,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         super().__init__(namespace, model)
         self.server = redis_server_name(url)
         self._secret = url_password(url)
         self.op_timeout = op_timeout
+        self.max_connections = max_connections
+        self._operations = 0  # in progress, waiting for a connection included
         # A blocking pool makes a burst beyond max_connections wait for a free connection
-        # (up to op_timeout) instead of failing with "Too many connections".
+        # (within op_timeout) instead of failing with "Too many connections".
         self._pool = aredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=op_timeout,
-            socket_connect_timeout=connect_timeout,
+            socket_connect_timeout=min(connect_timeout, op_timeout),
             socket_timeout=op_timeout,
-            retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP_SECONDS, base=BACKOFF_BASE_SECONDS), RETRIES),
+            retry=Retry(EqualJitterBackoff(cap=BACKOFF_CAP_SECONDS, base=BACKOFF_BASE_SECONDS), RETRIES),
         )
         self._client = aredis.Redis(connection_pool=self._pool)
         self._prefix = model_prefix(namespace, model)
 
     def _error(self, error: BaseException, action: str) -> TransportError:
         return TransportError(describe_redis_error(error, self.server, action, self._secret))
+
+    @contextlib.contextmanager
+    def _failures(self, action: str, queued: bool) -> Iterator[None]:
+        """Redis' exceptions as one TransportError each, the pool's own apart from Redis'."""
+        try:
+            yield
+        except (TimeoutError, RedisError, OSError) as error:
+            exhausted = isinstance(error, RedisConnectionError) and str(error) == "No connection available."
+            if exhausted or (queued and isinstance(error, TimeoutError)):
+                raise TransportError(
+                    f"no free connection to Redis at {self.server} within {self.op_timeout:g} s while {action}: "
+                    f"all {self.max_connections} connections of this process are busy (Redis itself may be "
+                    "fine; raise --store-connections / MOPAR_STORE_CONNECTIONS)"
+                ) from error
+            if isinstance(error, TimeoutError) and not isinstance(error, RedisTimeoutError):
+                raise TransportError(
+                    f"Redis at {self.server} did not answer within {self.op_timeout:g} s while {action}"
+                ) from error
+            raise self._error(error, action) from error
+
+    @contextlib.asynccontextmanager
+    async def _operation(self, action: str) -> AsyncIterator[None]:
+        """One deadline for the whole operation: the wait for a connection, connecting, retries."""
+        queued = self._operations >= self.max_connections
+        self._operations += 1
+        try:
+            with self._failures(action, queued):
+                async with asyncio.timeout(self.op_timeout):
+                    yield
+        finally:
+            self._operations -= 1
 
     def _key(self, request_id: str, tensor: str) -> str:
         return activation_key(self.namespace, self.model, check_request_id(request_id), tensor)
@@ -166,22 +213,24 @@ class RedisTransport(Transport):
         if not frames:
             return
         milliseconds = max(1, round(ttl_seconds * 1000))
-        try:
+        keys = {tensor: self._key(request_id, tensor) for tensor in frames}
+        async with self._operation(f"storing {len(frames)} tensor(s) of request {request_id}"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for tensor, frame in frames.items():
-                    pipe.set(self._key(request_id, tensor), frame, px=milliseconds)
-                await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, f"storing {len(frames)} tensor(s) of request {request_id}") from error
+                    pipe.set(keys[tensor], frame, px=milliseconds)
+                # raise_on_error=False: the replies come back as they are, without redis-py's
+                # note that quotes each failed command, tensor bytes and all.
+                replies = await pipe.execute(raise_on_error=False)
+            failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
+            if failed is not None:
+                raise failed
 
     async def get(self, request_id: str, tensors: Sequence[str]) -> list[bytes]:
         if not tensors:
             return []
         keys = [self._key(request_id, tensor) for tensor in tensors]
-        try:
+        async with self._operation(f"reading {len(keys)} tensor(s) of request {request_id}"):
             values = await self._client.mget(keys)
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, f"reading {len(keys)} tensor(s) of request {request_id}") from error
         missing = [tensor for tensor, value in zip(tensors, values) if value is None]
         if missing:
             raise MissingTensors(
@@ -197,11 +246,9 @@ class RedisTransport(Transport):
 
     async def _delete_keys(self, keys: Sequence[str | bytes], action: str) -> int:
         deleted = 0
-        try:
-            for start in range(0, len(keys), DELETE_CHUNK):
+        for start in range(0, len(keys), DELETE_CHUNK):
+            async with self._operation(action):
                 deleted += await self._client.delete(*keys[start : start + DELETE_CHUNK])
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, action) from error
         return deleted
 
     def _pattern(self, request_id: str | None) -> str:
@@ -213,25 +260,19 @@ class RedisTransport(Transport):
             yield key
 
     async def count(self, request_id: str | None = None) -> int:
-        try:
+        with self._failures(f"counting the keys of model {self.model}", False):
             return sum([1 async for _ in self._scan(request_id)])
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, f"counting the keys of model {self.model}") from error
 
     async def purge(self) -> int:
         action = f"purging the keys of model {self.model}"
-        try:
+        with self._failures(action, False):
             # SCAN keeps returning keys that existed when it started, so deleting behind it is safe.
             keys = [key async for key in self._scan(None)]
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, action) from error
         return await self._delete_keys(keys, action)
 
     async def ping(self) -> None:
-        try:
+        async with self._operation("sending PING"):
             await self._client.ping()
-        except (TimeoutError, RedisError, OSError) as error:
-            raise self._error(error, "sending PING") from error
 
     async def close(self) -> None:
         await self._client.aclose()

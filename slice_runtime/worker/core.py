@@ -100,10 +100,9 @@ class SliceWorker:
         self.executor.shutdown(wait=True)
 
     def _slice_file(self) -> Path:
-        local = self.manifest.path_of(self.entry)
+        local = self.manifest.confined(self.entry.file)
         if local.exists():
-            if manifests.sha256_file(local) != self.entry.sha256:
-                raise ManifestError(f"{local}: sha256 does not match the manifest")
+            self.manifest.verify_files([self.entry])  # sha256, and the tensors the file declares
             return local
         if not self.settings.artifacts:
             raise ManifestError(f"{local} is missing and no artifact store was given (--artifacts)")
@@ -117,6 +116,7 @@ class SliceWorker:
             data = self.settings.cache_dir / self.entry.data_file
             if not data.exists():
                 store.fetch_to(self.entry.data_sha256, data)
+        self.manifest.check_graph(self.entry, target)
         return target
 
     # -- health ------------------------------------------------------------------

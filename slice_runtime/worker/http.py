@@ -21,12 +21,14 @@ from aiohttp import web
 from slice_runtime import calls, probes
 from slice_runtime.errors import RuntimeFailure, http_status
 from slice_runtime.worker.core import SliceWorker
+from slice_runtime.worker.parent import Supervisor
 
 log = logging.getLogger("mopar.worker")
 MAX_CALL_BYTES = 2**30
 
 
-def build_app(worker: SliceWorker) -> web.Application:
+def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.Application:
+    supervisor = supervisor or Supervisor(None)
     routes = web.RouteTableDef()
 
     @routes.post("/run")
@@ -62,6 +64,10 @@ def build_app(worker: SliceWorker) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await worker.start()
         yield
+        if supervisor.gone and worker.transport is not None:
+            # The supervisor died (kill -9): nobody else clears what its requests left.
+            cleared = await worker.transport.purge()
+            log.warning("supervisor gone: cleared %d tensor(s) of model %s", cleared, worker.manifest.name)
         await worker.close()
 
     app.cleanup_ctx.append(lifecycle)

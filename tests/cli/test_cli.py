@@ -250,3 +250,82 @@ def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
         assert {"rss_mb", "time_ms", "bytes_raw", "bytes_compressed"} <= set(entry)
         assert entry["rss_mb"] > 50  # measured from the worker process, not guessed
     assert {"cost", "latency_p50", "resource_efficiency"} <= set(result["ratios"])
+
+
+def _custom_domain_model(path: Path) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node("Foo", ["x"], ["y"], domain="com.example", name="foo")
+    graph = helper.make_graph([node], "g", [x], [y])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def _string_model(path: Path) -> Path:
+    s = helper.make_tensor_value_info("s", TensorProto.STRING, [1])
+    o = helper.make_tensor_value_info("o", TensorProto.STRING, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["s"], ["o"], name="id")], "g", [s], [o])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def _escaping_external_data_model(path: Path) -> Path:
+    import numpy as np
+    from onnx import numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path), save_as_external_data=True, location="w.data", size_threshold=0)
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../../etc/hostname"
+    onnx.save_model(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (_custom_domain_model, ("operator Foo of domain 'com.example'", "custom operator")),
+        (_string_model, ("'s' is a STRING tensor",)),
+        (_escaping_external_data_model, ("'../../etc/hostname'", "outside the model's folder")),
+    ],
+    ids=["custom-domain", "string-input", "external-data-outside"],
+)
+def test_models_mopar_cannot_serve_are_one_line(make, fragments, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = make(tmp_path / "model.onnx")
+    _assert_one_line_error(run_cli("profile", str(path), "--no-memory", "--runs", "1"), *fragments)
+
+
+@pytest.mark.parametrize(
+    "option, fragment",
+    [
+        (["--dominance", "-1"], "--dominance: must be at least 0"),
+        (["--dominance", "1.5"], "--dominance: must be at most 1"),
+        (["--slo-ms", "nan"], "--slo-ms: expected a finite number"),
+        (["--slo-ms", "-5"], "--slo-ms: must be above 0"),
+        (["--max-slices", "0"], "--max-slices: must be at least 1"),
+        (["--threads", "0"], "--threads: must be at least 1"),
+    ],
+)
+def test_numeric_options_are_finite_and_in_range(option: list[str], fragment: str, capsys) -> None:
+    # Parsing alone: the parser refuses before the (missing) model is looked at.
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["plan", "model.onnx", *option])
+    assert exit_info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_numeric_option_errors_are_one_line() -> None:
+    _assert_one_line_error(run_cli("plan", "model.onnx", "--slo-ms", "nan"), "--slo-ms: expected a finite number")
+    _assert_one_line_error(run_cli("serve", "dir", "--grace", "-1"), "--grace: must be at least 0")

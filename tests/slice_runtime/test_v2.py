@@ -80,3 +80,53 @@ _BINARY_HEAD = b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "pa
 def test_malformed_requests_are_invalid_input(body: bytes, header: str | None, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         v2.parse_request(body, header)
+
+
+def _one(data: str, datatype: str = "FP32", shape: list[int] | None = None) -> np.ndarray:
+    shape = shape if shape is not None else [len(json.loads(data.replace("NaN", "0").replace("Infinity", "0")))]
+    body = f'{{"inputs": [{{"name": "x", "shape": {shape}, "datatype": "{datatype}", "data": {data}}}]}}'
+    return v2.parse_request(body.encode(), None).inputs["x"]
+
+
+@pytest.mark.parametrize(
+    "data, datatype, shape, expected",
+    [
+        ("[[1, 2], [3, 4]]", "FP32", [2, 2], [[1, 2], [3, 4]]),
+        ("[NaN, Infinity, -Infinity]", "FP64", [3], [np.nan, np.inf, -np.inf]),
+        ('["NaN", "Infinity", "-Infinity"]', "FP16", [3], [np.nan, np.inf, -np.inf]),  # as the gateway writes them
+        ("[true, false, true]", "BOOL", [3], [True, False, True]),
+        ("[9223372036854775807, -9223372036854775808]", "INT64", [2], [2**63 - 1, -(2**63)]),
+        ("[255, 0]", "UINT8", [2], [255, 0]),
+        ("[[], []]", "FP32", [2, 0], np.zeros((2, 0))),
+    ],
+)
+def test_json_data_is_read_exactly(data: str, datatype: str, shape: list[int], expected: object) -> None:
+    array = _one(data, datatype, shape)
+    np.testing.assert_array_equal(array, np.asarray(expected, dtype=array.dtype).reshape(shape))
+
+
+@pytest.mark.parametrize(
+    "data, datatype, message",
+    [
+        ("[1, 2,]", "FP32", "not valid JSON|not a list of numbers"),
+        ("[[1, 2] [3, 4]]", "FP32", "not valid JSON"),
+        ("[1 2]", "FP32", "does not fit|not valid JSON"),
+        ("[-]", "INT32", "does not fit"),
+        ("[256]", "UINT8", "outside 0..255"),
+        ("[9223372036854775808]", "INT64", "does not fit"),
+        ("[1" + "0" * 400 + "]", "FP32", "out of range"),
+        ("[1.5]", "INT64", "does not fit"),
+        ('["one"]', "FP32", "does not fit"),
+    ],
+)
+def test_json_data_that_is_not_numbers_of_the_datatype_is_refused(data: str, datatype: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        _one(data, datatype, [1 if data.count(",") == 0 else 2])
+
+
+def test_large_bodies_outside_data_arrays_are_refused_not_parsed_slowly() -> None:
+    head = '{"parameters": {"note": "' + "x" * (2 << 20) + '"}, "inputs": [{"name": "x", "shape": [1], '
+    with pytest.raises(InvalidInput, match="at most 1 MiB"):
+        v2.parse_request((head + '"datatype": "FP32", "data": [1]}]}').encode(), None)
+    with pytest.raises(InvalidInput, match="must hold its tensors as 'data' arrays of numbers"):
+        v2.parse_request((head + '"datatype": "FP32", "data": ["' + "y" * (8 << 20) + '"]}]}').encode(), None)
