@@ -81,9 +81,9 @@ async def reconcile(
     except (kopf.TemporaryError, kopf.PermanentError):
         raise  # waiting for the prepare Job is no failure; permanent ones are counted where raised
     except Exception:
-        metrics.RECONCILE_ERRORS.labels(namespace=namespace, reason="error").inc()
+        metrics.reconcile_error(ctx.owner, "error")
         raise
-    metrics.RECONCILE_SECONDS.labels(namespace=namespace).observe(time.perf_counter() - started)
+    metrics.reconciled(ctx.owner, time.perf_counter() - started)
     return message
 
 

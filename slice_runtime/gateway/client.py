@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from slice_runtime.gateway.core import SliceCallError
+from slice_runtime.probes import SLICE_CHECK_SECONDS
 
 
 class HttpSlices:
@@ -41,7 +42,7 @@ class HttpSlices:
     async def ready(self, slice_id: str) -> bool:
         try:
             async with self.session.get(
-                f"{self.endpoints[slice_id]}/health/ready", timeout=aiohttp.ClientTimeout(total=2.0)
+                f"{self.endpoints[slice_id]}/health/ready", timeout=aiohttp.ClientTimeout(total=SLICE_CHECK_SECONDS)
             ) as response:
                 return response.status == 200
         except (TimeoutError, aiohttp.ClientError):
