@@ -45,6 +45,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     memo.kube = KubeClient.from_environment()
     memo.settings = OperatorSettings.from_env()
+    # A model deleted while its readiness check runs waits for the check to end: look again
+    # after one check's interval, not Kopf's default minute.
+    settings.background.cancellation_polling = memo.settings.poll_seconds
     memo.knative = None  # discovered on first use
     port = os.environ.get("MOPAR_METRICS_PORT")
     if port:
