@@ -96,6 +96,7 @@ class Cluster:
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.metrics_port = 0  # where the operator serves /metrics (it starts that once per process)
+        self.health_port = 0  # where it serves /healthz, as `mopar operator --health-port` does
 
     async def start_operator(self, clusterwide: bool = False) -> None:
         """Kopf in a thread with its own event loop, as `mopar operator` runs it: at shutdown Kopf
@@ -107,8 +108,10 @@ class Cluster:
         settings.peering.standalone = True
         settings.watching.reconnect_backoff = 0.1
         self.stop, ready = threading.Event(), threading.Event()
+        self.health_port = free_port()
         operator = kopf.operator(clusterwide=clusterwide, namespaces=[] if clusterwide else [NS], settings=settings,
-                                 stop_flag=self.stop, ready_flag=ready, standalone=True)  # fmt: skip
+                                 stop_flag=self.stop, ready_flag=ready, standalone=True,
+                                 liveness_endpoint=f"http://127.0.0.1:{self.health_port}/healthz")  # fmt: skip
         self.thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
         self.thread.start()
         assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"

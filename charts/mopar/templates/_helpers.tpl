@@ -33,6 +33,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+A model's gateway name, as the operator's names.gateway_name gives it (from helmTest.model):
+the model's name on Knative, NAME-gateway without it; lowercase, '.' and '_' as '-'; over 49
+characters, 40 of them and 8 hex digits of the sha256 of the whole.
+*/}}
+{{- define "mopar.gatewayName" -}}
+{{- $name := lower .name | replace "." "-" | replace "_" "-" -}}
+{{- if eq .serving "deployment" }}{{ $name = printf "%s-gateway" $name }}{{ end -}}
+{{- if gt (len $name) 49 -}}
+{{- printf "%s-%s" (regexReplaceAll "-+$" (trunc 40 $name) "") (sha256sum $name | trunc 8) -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mopar.redisName" -}}
 {{- printf "%s-redis" (include "mopar.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
