@@ -248,8 +248,10 @@ async def test_prometheus_scrapes_every_target_and_every_query_answers(cluster: 
         # Our labels survive the scrape: the target's namespace is the pod's, no exported_ label.
         series = prometheus.api("series", **{"match[]": '{__name__=~"mopar_.+"}'})
         assert not [s for s in series if any(k.startswith("exported_") for k in s)]
-        assert {s["namespace"] for s in series if s["__name__"].startswith("mopar_operator")} == {"mopar-system"}
-        assert {s["namespace"] for s in series if not s["__name__"].startswith("mopar_operator")} == {NS}
+        pod_job = f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"
+        assert {s["namespace"] for s in series if s["job"] == pod_job} == {NS}
+        assert {s["namespace"] for s in series if s["job"] == operator_service["metadata"]["name"]} == {"mopar-system"}
+        assert {s["job"] for s in series if s["__name__"].startswith("mopar_operator")} == {"mopar-operator"}
         firing = prometheus.query('ALERTS{alertname="MoparOperatorReconcileErrors"}')
         assert [(a["metric"]["model_namespace"], a["metric"]["partitionedmodel"]) for a in firing] == [(NS, "broken")]
         groups = prometheus.api("rules")["groups"]
