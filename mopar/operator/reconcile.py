@@ -93,6 +93,8 @@ async def reconcile(ctx: Context) -> str:
         kopf.event(ctx.body, type="Normal", reason="Deployed", message=message)
     message = f"{len(units)} slice function(s) and the gateway deployed via {serving}"
     ready_before = {s["name"]: s.get("readyReplicas", 0) for s in ctx.current.get("slices", [])}
+    # Knative's route URL as the readiness check last read it, until it reads it again.
+    known_url = ctx.current.get("url") if serving == KNATIVE and ctx.current.get("serving") == KNATIVE else None
     ctx.write_status(
         ctx.current.get("phase") if ctx.current.get("phase") == "Ready" else "Deploying",
         {"Deployed": ("True", "Applied", message)},
@@ -102,7 +104,7 @@ async def reconcile(ctx: Context) -> str:
             # ready replicas as the readiness check last saw them, until it looks again
             "slices": status.slices_status(manifest, ready_before),
             "predicted": status.predicted(manifest),
-            **urls(ctx.owner, spec, serving, ctx.settings, ctx.current.get("url") if serving == KNATIVE else None),
+            **urls(ctx.owner, spec, serving, ctx.settings, known_url),
         },
     )
     return message
