@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mopar.operator import tenancy
 from mopar.operator.credentials import build_credentials, build_redis_secret
@@ -22,6 +24,7 @@ from slice_runtime.gateway import client as gateway_client
 from slice_runtime.gateway import core as gateway_core
 from slice_runtime.probes import SLICE_CHECK_SECONDS
 from slice_runtime.store import CONNECT_TIMEOUT_SECONDS, open_transport
+from tests.support import ROOT
 from tests.support.validation import validate_object
 
 OWNER = {"name": "resnet", "namespace": "models", "uid": "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"}
@@ -58,6 +61,16 @@ def test_every_built_object_validates(serving: str) -> None:
         assert kinds == ["ConfigMap", "Job", "Service", "Service", "Service", "Service"]
     else:
         assert kinds.count("Deployment") == kinds.count("HorizontalPodAutoscaler") == 4
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_builds_valid_objects_on_its_path(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    owner = {**OWNER, "name": document["metadata"]["name"]}
+    spec = parse(document["spec"], owner["name"])
+    serving = DEPLOYMENT if spec.serving == DEPLOYMENT else KNATIVE
+    for obj in [build_prepare_job(owner, spec, SETTINGS), *build_serving(owner, spec, UNITS, serving, SETTINGS)]:
+        validate_object(obj, spec.pod.knative_features)
 
 
 def test_knative_service_carries_right_size_and_autoscaling() -> None:

@@ -19,7 +19,7 @@ from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, PARTITIONED_MODELS
 from mopar.operator.names import HASH_ANNOTATION, slice_name
 from mopar.operator.spec import parse
 from tests.support.cluster import MODEL, NS, Cluster, VersionedEmulator, eventually
-from tests.support.validation import validate_object
+from tests.support.validation import printer_columns, validate_object, validate_partitioned_model
 
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
 
@@ -64,6 +64,11 @@ async def test_create_prepares_deploys_on_knative_and_becomes_ready(cluster: Clu
     assert all(s["readyReplicas"] == 1 for s in status["slices"])
 
     assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] and c["reason"] for c in status["conditions"])
+    assert len({c["type"] for c in status["conditions"]}) == 5  # a list-map keyed by type
+    validate_partitioned_model(pm)  # the status too: metav1.Condition's schema in the CRD
+    columns = printer_columns(pm)  # `kubectl get pm`
+    assert (columns["Ready"], columns["Phase"], columns["Slices"]) == ("True", "Ready", str(status["sliceCount"]))
+    assert columns["URL"] == status["url"] and columns["Endpoint"] == status["endpoint"]
     assert status["url"] == f"http://resnet.{NS}.example.com"  # Knative's route
     assert status["address"]["url"] == f"http://resnet.{NS}.svc.cluster.local"
 

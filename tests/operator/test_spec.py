@@ -158,3 +158,18 @@ def test_the_spec_travels_to_the_prepare_job_whole() -> None:
                  "m")  # fmt: skip
     assert ModelSpec.from_json(full.to_json()) == full
     assert ModelSpec.from_json(parse({"model": MODEL}, "m").to_json()) == parse({"model": MODEL}, "m")
+
+
+def test_the_crd_says_what_kubectl_and_kserve_users_look_for() -> None:
+    columns = [c["name"] for c in CRD["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Ready", "Phase", "Slices", "URL", "Age"]
+    status = CRD["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert set(conditions["items"]["required"]) == {"type", "status", "lastTransitionTime", "reason", "message"}
+    assert "observedGeneration" in conditions["items"]["properties"]
+    assert {"url", "address", "endpoint"} <= set(status)
+    # The README's `kubectl get pm` shows these columns.
+    readme = (ROOT / "README.md").read_text()
+    header = readme.split("$ kubectl get pm\n", 1)[1].splitlines()[0].split()
+    assert header == ["NAME", *(c.upper() for c in columns)]

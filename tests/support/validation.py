@@ -5,6 +5,7 @@ CRD's own openAPIV3Schema."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonschema
@@ -78,3 +79,20 @@ def structural_json_schema(node: Any) -> Any:
 
 def validate_partitioned_model(document: dict[str, Any]) -> None:
     jsonschema.validate(document, crd_json_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def printer_columns(obj: dict[str, Any]) -> dict[str, str]:
+    """The CRD's additionalPrinterColumns as `kubectl get` evaluates them on `obj`, for the
+    JSONPath forms the CRD uses (kubectl's JSONPath: `.a.b`, and a filter `list[?(@.k=="v")]`)."""
+    crd = yaml.safe_load(CRD.read_text())
+    columns = {}
+    for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+        values: list[Any] = [obj]
+        for step in re.findall(r'\w+(?:\[\?\(@\.\w+=="[^"]*"\)\])?', column["jsonPath"]):
+            match = re.fullmatch(r'(\w+)\[\?\(@\.(\w+)=="([^"]*)"\)\]', step)
+            key = match.group(1) if match else step
+            values = [v[key] for v in values if isinstance(v, dict) and key in v]
+            if match:
+                values = [i for v in values for i in v if i.get(match.group(2)) == match.group(3)]
+        columns[column["name"]] = " ".join(str(v) for v in values)
+    return columns
