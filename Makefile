@@ -36,14 +36,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
-# Programs the tests run for real: redis-server (transports, artifact store), openssl
-# (certificates for the TLS transport test), promtool (Debian's prometheus package: the
-# alert rules are checked by Prometheus' own tool).
+# Programs the tests run for real: redis-server (transports, artifact store, ACL users),
+# openssl (certificates for the TLS transport test), prometheus and promtool (Debian's
+# prometheus package: the alert rules are checked by Prometheus' own tool, and a real
+# Prometheus scrapes real workers, gateways and the operator).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
-	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+# How long the gateway's readiness check waits for one slice's answer (it asks all at once).
+SLICE_CHECK_SECONDS = 2.0
+
 
 class ThrottledCheck:
     """An async yes/no check run at most once per `interval` seconds; in between, its last answer.

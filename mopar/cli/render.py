@@ -1,4 +1,11 @@
-"""`mopar render PM.yaml`: the Kubernetes objects the operator would create, as one YAML stream."""
+"""`mopar render PM.yaml`: the Kubernetes objects the operator would create, as one YAML stream.
+
+Everything the pods reference is in it: the plan ConfigMap they mount (the manifest, cut here
+from the model, or given with --plan manifest.json) and the Secret they read their Redis URL
+from, as a reference to be supplied (its name, key and form; never a password). Plain YAML
+without anchors, so GitOps tools and reviewers read every object whole. With --uid the
+objects name the PartitionedModel as their owner, as the operator's do.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +22,31 @@ import yaml
 
 from mopar.cli.console import err, progress
 from mopar.errors import UsageError
+from mopar.operator import names
 from mopar.operator import units as deployed
+from mopar.operator.credentials import secret_reference
 from mopar.operator.jobs import build_prepare_job
-from mopar.operator.serving import build_serving
+from mopar.operator.serving import build_plan_configmap, build_serving
 from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import DEPLOYMENT, GROUP, KIND, KNATIVE, VERSION, ModelSpec, parse
 from mopar.plan import planfile
 from slice_runtime import manifest as manifests
 
+SUPPLY_ANNOTATION = f"{names.PREFIX}/supply"
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """A dumper that writes a value shared by two objects twice instead of as an anchor."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
 
 def run(args: argparse.Namespace) -> int:
     settings = OperatorSettings.from_env()
     documents = _load_models(Path(args.file))
+    if args.uid and len(documents) > 1:
+        raise UsageError(f"{args.file}: --uid names one PartitionedModel's owner; the file holds {len(documents)}")
     rendered: list[dict[str, Any]] = []
     for document in documents:
         meta = document.get("metadata") or {}
@@ -33,13 +54,32 @@ def run(args: argparse.Namespace) -> int:
         if not name:
             raise UsageError(f"{args.file}: a {KIND} needs metadata.name")
         spec = parse(document.get("spec"), name)
-        owner = {"name": name, "namespace": meta.get("namespace") or args.namespace, "uid": meta.get("uid", "")}
-        units = _units(spec, args)
+        uid = args.uid or meta.get("uid", "")
+        owner = {"name": name, "namespace": meta.get("namespace") or args.namespace, "uid": uid}
         serving = DEPLOYMENT if spec.serving == DEPLOYMENT else KNATIVE
-        objects = [build_prepare_job(owner, spec, settings), *build_serving(owner, spec, units, serving, settings)]
-        rendered += objects
-    sys.stdout.write(yaml.safe_dump_all(rendered, sort_keys=False))
+        spec.check_serving(serving)
+        units, manifest_json = _prepared(spec, args)
+        rendered += [
+            build_secret_reference(owner, spec),
+            build_plan_configmap(owner, manifest_json, spec.prepare_hash()),
+            build_prepare_job(owner, spec, settings),
+            *build_serving(owner, spec, units, serving, settings),
+        ]
+    sys.stdout.write(yaml.dump_all(rendered, Dumper=_PlainDumper, sort_keys=False))
     return 0
+
+
+def build_secret_reference(owner: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """The Secret the pods read their Redis URL from, without data: what to put in it."""
+    reference = secret_reference(owner, spec)
+    if spec.transport.redis_url:  # no Secret: the URL is in the spec; say so instead of inventing one
+        reference = {"name": names.redis_secret_name(owner["name"]), "key": "url"}
+    metadata = names.metadata(reference["name"], owner, "credentials")
+    metadata["annotations"] = {
+        SUPPLY_ANNOTATION: f"key {reference['key']}: the Redis URL of this model's pods, "
+        f"redis://USER:PASSWORD@HOST:6379/0 (the operator creates the user and fills it in)"
+    }
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
 def _load_models(path: Path) -> list[dict[str, Any]]:
@@ -58,8 +98,10 @@ def _load_models(path: Path) -> list[dict[str, Any]]:
     return models
 
 
-def _units(spec: ModelSpec, args: argparse.Namespace) -> list[deployed.SliceUnit]:
-    """The slice functions: from --plan (plan.json or manifest.json), else by planning the model here."""
+def _prepared(spec: ModelSpec, args: argparse.Namespace) -> tuple[list[deployed.SliceUnit], str]:
+    """The slice functions and the manifest the plan ConfigMap holds: from --plan manifest.json,
+    else cut here from the model by --plan plan.json or by planning it here."""
+    plan: dict[str, Any] | None = None
     if args.plan:
         try:
             data = json.loads(Path(args.plan).read_text())
@@ -68,20 +110,25 @@ def _units(spec: ModelSpec, args: argparse.Namespace) -> list[deployed.SliceUnit
         except json.JSONDecodeError as error:
             raise UsageError(f"{args.plan}: not JSON ({error})") from None
         if isinstance(data, dict) and data.get("format") == manifests.FORMAT:
-            return deployed.units_from_manifest(manifests.parse(data, where=args.plan))
-        return deployed.units_from_plan(planfile.load(args.plan))
-    return deployed.units_from_plan(_plan_here(spec, args.model))
-
-
-def _plan_here(spec: ModelSpec, local: str | None) -> dict[str, Any]:
-    from mopar.model.storage import fetch
-    from mopar.operator.prepare import plan_spec
-
-    if local is None and spec.scheme not in ("zoo", "http", "https"):
-        raise UsageError(f"cannot reach {spec.storage_uri} from here; give --plan plan.json or --model FILE")
+            manifest = manifests.parse(data, where=args.plan)
+            return deployed.units_from_manifest(manifest), manifest.dumps(compact=True)
+        plan = planfile.load(args.plan)
+    if args.model is None and spec.scheme not in ("zoo", "http", "https"):
+        what = "the plan ConfigMap's manifest is cut from the model" if plan else "the model is planned here"
+        raise UsageError(f"cannot reach {spec.storage_uri} from here ({what}); give --model FILE or "
+                         f"--plan manifest.json")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mopar-render-") as tmp:
-        path = Path(local) if local else asyncio.run(fetch(spec.storage_uri, Path(tmp)))
-        with progress(f"planning {spec.served_name}") as report:
-            _, _, data = plan_spec(spec, path, progress=report)
-        err.print(f"planned {len(data['slices'])} slice(s) for {spec.served_name}")
-        return data
+        from mopar.model.modelfile import load_model
+        from mopar.model.storage import fetch
+        from mopar.operator.prepare import plan_spec
+        from mopar.slice.slicer import slice_model
+
+        path = Path(args.model) if args.model else asyncio.run(fetch(spec.storage_uri, Path(tmp)))
+        if plan is None:
+            with progress(f"planning {spec.served_name}") as report:
+                model, _, plan = plan_spec(spec, path, progress=report)
+            err.print(f"planned {len(plan['slices'])} slice(s) for {spec.served_name}")
+        else:
+            model = replace(load_model(path, spec.input_shapes), name=spec.served_name)
+        manifest = slice_model(model, plan, Path(tmp) / "slices")
+    return deployed.units_from_manifest(manifest), manifest.dumps(compact=True)

@@ -1,20 +1,17 @@
-"""Deleting a PartitionedModel: its tensors and the slice files no other model uses leave Redis
-(its Kubernetes children go by owner reference)."""
+"""Deleting a PartitionedModel: every key of its scope leaves Redis (activations, slice files,
+the published manifest) and so does its Redis user; its Kubernetes children go by owner
+reference."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from mopar.errors import SpecError
-from mopar.operator import names
-from mopar.operator.kube import CONFIGMAPS
+from mopar.operator import names, redisadmin
+from mopar.operator.credentials import uses_operator_redis
 from mopar.operator.reconcile import Context, redis_url
 from mopar.operator.spec import parse
-from slice_runtime import manifest as manifests
-from slice_runtime.errors import ManifestError, TransportError
-from slice_runtime.store import open_transport
-from slice_runtime.store.artifacts import ArtifactStore
+from slice_runtime.errors import TransportError
 
 log = logging.getLogger("mopar.operator")
 
@@ -24,30 +21,11 @@ async def clean_up(ctx: Context) -> None:
         spec = parse(ctx.body.get("spec"), ctx.name)
     except SpecError:
         return  # it never ran: nothing of it is stored
-    url = await redis_url(ctx, spec)
-    ours: set[str] = set()  # sha256s of this model's files
-    others: set[str] = set()  # and of every other model's, which may share some
-    for plan in await ctx.kube.list(CONFIGMAPS, ctx.namespace, {names.PLAN_LABEL: "true"}):
-        try:
-            digests = manifests.loads(plan.get("data", {}).get(names.MANIFEST_KEY, "")).digests()
-        except ManifestError:
-            continue  # a broken plan holds no files we could name
-        (ours if plan["metadata"]["name"] == names.plan_configmap_name(ctx.name) else others).update(digests)
-
-    def delete_files() -> None:
-        with ArtifactStore(url, ctx.namespace) as store:
-            for digest in {*(ours - others), *store.delete_names(names.manifest_artifact(ctx.name, ""))}:
-                store.delete(digest)
-
     try:
-        transport = open_transport(url, ctx.namespace, spec.served_name)
-        try:
-            purged = await transport.purge()
-        finally:
-            await transport.close()
-        await asyncio.to_thread(delete_files)  # the artifact store's client blocks
+        # With the operator's own credentials where they apply: the model's user may be gone.
+        removed = await redisadmin.purge(await redis_url(ctx, spec), ctx.owner)
+        if uses_operator_redis(spec) and ctx.settings.redis_acl:
+            await redisadmin.remove_user(ctx.settings.redis_url, ctx.owner)
     except TransportError as error:
         raise ctx.temporary(f"cannot clean Redis up yet: {error}") from None
-    log.info(
-        "%s/%s: removed %d stored tensor(s) and %d slice file(s)", ctx.namespace, ctx.name, purged, len(ours - others)
-    )
+    log.info("%s/%s: removed %d key(s) of scope %s", ctx.namespace, ctx.name, removed, names.store_scope(ctx.owner))

@@ -1,5 +1,5 @@
 """Without Knative (pure): per function a Deployment, a ClusterIP Service and a
-HorizontalPodAutoscaler."""
+HorizontalPodAutoscaler on the resource the spec names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from mopar.operator import names
 from mopar.operator.names import Object
 from mopar.operator.pods import PORT, deployment_pod_spec
+from mopar.operator.scaling import Autoscaling
 from mopar.operator.spec import ModelSpec
 
 
@@ -17,6 +18,7 @@ def build_deployment(
     owner: Mapping[str, Any],
     component: str,
     container: dict[str, Any],
+    spec: ModelSpec,
     slice_id: str | None = None,
 ) -> Object:
     return {
@@ -29,7 +31,7 @@ def build_deployment(
             "selector": {"matchLabels": names.selector(owner["name"], component, slice_id)},
             "template": {
                 "metadata": {"labels": names.labels(owner["name"], component, slice_id)},
-                "spec": deployment_pod_spec(container, owner["name"]),
+                "spec": deployment_pod_spec(container, owner["name"], spec),
             },
         },
     }
@@ -49,22 +51,30 @@ def build_service(name: str, owner: Mapping[str, Any], component: str, slice_id:
 
 
 def build_hpa(
-    name: str, owner: Mapping[str, Any], component: str, spec: ModelSpec, slice_id: str | None = None
+    name: str, owner: Mapping[str, Any], component: str, scaling: Autoscaling, slice_id: str | None = None
 ) -> Object:
-    """Without Knative there is no request-concurrency autoscaler: scale on CPU (a slice is CPU-bound)."""
+    """Scale on the resolved metric (cpu or memory, a percentage of the pod's request)."""
+    assert scaling.metric in ("cpu", "memory") and scaling.target is not None, "resolve for the Deployment path"
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": max(1, scaling.min_scale),
+        "maxReplicas": max(1, scaling.max_scale),
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": scaling.metric,
+                    "target": {"type": "Utilization", "averageUtilization": scaling.target},
+                },
+            }
+        ],
+    }
+    delay = scaling.delay_seconds()
+    if delay is not None:  # Knative's scale-down-delay, as the HPA says it
+        spec["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": delay}}
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": names.metadata(name, owner, component, slice_id),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": max(1, spec.autoscaling.min_scale),
-            "maxReplicas": max(1, spec.autoscaling.max_scale),
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
-                }
-            ],
-        },
+        "spec": spec,
     }

@@ -45,6 +45,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     memo.kube = KubeClient.from_environment()
     memo.settings = OperatorSettings.from_env()
+    # A model deleted while its readiness check runs waits for the check to end: look again
+    # after one check's interval, not Kopf's default minute.
+    settings.background.cancellation_polling = memo.settings.poll_seconds
     memo.knative = None  # discovered on first use
     port = os.environ.get("MOPAR_METRICS_PORT")
     if port:
@@ -81,9 +84,9 @@ async def reconcile(
     except (kopf.TemporaryError, kopf.PermanentError):
         raise  # waiting for the prepare Job is no failure; permanent ones are counted where raised
     except Exception:
-        metrics.RECONCILE_ERRORS.labels(namespace=namespace, reason="error").inc()
+        metrics.reconcile_error(ctx.owner, "error")
         raise
-    metrics.RECONCILE_SECONDS.labels(namespace=namespace).observe(time.perf_counter() - started)
+    metrics.reconciled(ctx.owner, time.perf_counter() - started)
     return message
 
 

@@ -1,6 +1,7 @@
 """The prepare Job of a PartitionedModel (pure): `mopar prepare` fetches, profiles, plans and
 slices the model and stores the slice files and the manifest in the artifact store. It needs
-no Kubernetes API access."""
+no Kubernetes API access. It runs with the spec's pod settings (a service account for the
+model's storage, pull secrets, placement), like every pod of the model."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
+                    **spec.pod.fields(),
                     "containers": [
                         {
                             "name": "prepare",

@@ -1,29 +1,46 @@
 """Knative Services of a model's functions (pure): the revision template carries the
-autoscaling annotations, `containerConcurrency` and the pod."""
+autoscaling annotations, `containerConcurrency`, `timeoutSeconds` and the pod.
+
+Requests (concurrency, rps) are scaled by Knative's KPA; cpu and memory by its HPA class,
+whose memory target is MiB per pod (knative/serving v1.23.0
+`pkg/reconciler/autoscaling/hpa/resources/hpa.go`): the spec's percentage of the pod's memory.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from mopar.operator import names
 from mopar.operator.names import Object
-from mopar.operator.pods import pod_spec
-from mopar.operator.spec import ModelSpec
+from mopar.operator.pods import memory_mib, pod_spec
+from mopar.operator.scaling import REQUEST_METRICS, Autoscaling
+from mopar.operator.spec import KNATIVE, ModelSpec
+
+KPA = "kpa.autoscaling.knative.dev"
+HPA = "hpa.autoscaling.knative.dev"
 
 
-def autoscaling_annotations(spec: ModelSpec) -> dict[str, str]:
-    a = spec.autoscaling
+def autoscaling_annotations(scaling: Autoscaling, memory: int | None = None) -> dict[str, str]:
+    """The revision's annotations for resolved settings (`Autoscaling.on`); `memory` is the pod's
+    memory in MiB, for a memory target."""
+    assert scaling.metric is not None and scaling.target is not None, "resolve the settings first"
+    target = scaling.target
+    if scaling.metric == "memory":
+        if memory is None:
+            raise ValueError("a memory target needs the pod's memory request")
+        target = math.ceil(scaling.target * memory / 100)
     annotations = {
-        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
-        "autoscaling.knative.dev/metric": a.metric,
-        "autoscaling.knative.dev/target": str(a.target),
-        "autoscaling.knative.dev/min-scale": str(0 if a.scale_to_zero else a.min_scale),
-        "autoscaling.knative.dev/max-scale": str(a.max_scale),
-        "autoscaling.knative.dev/initial-scale": str(max(1, 0 if a.scale_to_zero else a.min_scale)),
+        "autoscaling.knative.dev/class": KPA if scaling.metric in REQUEST_METRICS else HPA,
+        "autoscaling.knative.dev/metric": scaling.metric,
+        "autoscaling.knative.dev/target": str(target),
+        "autoscaling.knative.dev/min-scale": str(scaling.floor),
+        "autoscaling.knative.dev/max-scale": str(scaling.max_scale),
+        "autoscaling.knative.dev/initial-scale": str(max(1, scaling.floor)),
     }
-    if a.scale_down_delay:
-        annotations["autoscaling.knative.dev/scale-down-delay"] = a.scale_down_delay
+    if scaling.scale_down_delay:
+        annotations["autoscaling.knative.dev/scale-down-delay"] = scaling.scale_down_delay
     return annotations
 
 
@@ -33,6 +50,7 @@ def build_knative_service(
     component: str,
     container: dict[str, Any],
     spec: ModelSpec,
+    scaling: Autoscaling,
     concurrency: int,
     slice_id: str | None = None,
 ) -> Object:
@@ -47,9 +65,13 @@ def build_knative_service(
             "template": {
                 "metadata": {
                     "labels": names.labels(owner["name"], component, slice_id),
-                    "annotations": autoscaling_annotations(spec),
+                    "annotations": autoscaling_annotations(scaling, memory_mib(container["resources"])),
                 },
-                "spec": {**pod_spec(container, owner["name"]), "containerConcurrency": concurrency},
+                "spec": {
+                    **pod_spec(container, owner["name"], spec, KNATIVE),
+                    "containerConcurrency": concurrency,
+                    "timeoutSeconds": spec.timeout_seconds,
+                },
             }
         },
     }

@@ -4,7 +4,10 @@ Plain REST over aiohttp on explicit resource paths (what `kubectl` does), config
 in-cluster from the service account, else from the kubeconfig, or at a given server
 (`MOPAR_KUBE_SERVER`; tests point it at the emulated API). `apply` is the idempotent
 create-or-patch the handlers build on: it creates what is missing, merge-patches what
-differs, and leaves equal objects alone, so a reconcile never rewrites needlessly.
+differs, removes what it set before and sets no more, and leaves equal objects alone, so a
+reconcile converges and never rewrites needlessly. Which fields it set is recorded on each
+object (`APPLIED`, like kubectl's last-applied annotation, but only the field names, so a
+large ConfigMap is not doubled): the emulated API has no server-side apply.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any
 import aiohttp
 
 from mopar.errors import KubeError, KubeNotFound
+from slice_runtime.version import version
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+APPLIED = "mopar.dev/applied-fields"
+USER_AGENT = f"mopar-operator/{version()}"
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,15 @@ def resource_of(obj: Mapping[str, Any]) -> Resource:
 
 
 class KubeClient:
-    def __init__(self, server: str, token: str | None = None, ssl_context: ssl.SSLContext | bool | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | bool | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
         self.server = server.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers = {"User-Agent": user_agent, **({"Authorization": f"Bearer {token}"} if token else {})}
         # None is aiohttp's default, verify with the system's CAs: spelled True, as its annotations want.
         self.ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._session: aiohttp.ClientSession | None = None
@@ -179,17 +191,78 @@ class KubeClient:
         )
 
     async def apply(self, obj: Mapping[str, Any]) -> str:
-        """Create `obj`, or patch the existing object where it differs; 'created', 'patched' or 'unchanged'."""
+        """Create `obj`, or patch the existing object where it differs from `obj` and remove the
+        fields an earlier apply set that `obj` no longer has; 'created', 'patched' or 'unchanged'."""
         resource, meta = resource_of(obj), obj["metadata"]
+        desired = with_record(obj)
         existing = await self.get(resource, meta["namespace"], meta["name"])
         if existing is None:
-            await self.create(resource, meta["namespace"], obj)
+            await self.create(resource, meta["namespace"], desired)
             return "created"
-        patch = {key: obj[key] for key in obj if key not in ("apiVersion", "kind", "status")}
-        if _contains(existing, patch):
+        patch = merge_patch(existing, desired, recorded(existing))
+        if not patch:
             return "unchanged"
         await self.patch(resource, meta["namespace"], meta["name"], patch)
         return "patched"
+
+
+def fieldset(value: Any) -> Any:
+    """The shape of `value`: its keys and list items, each leaf 0."""
+    if isinstance(value, Mapping):
+        return {k: fieldset(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fieldset(v) for v in value]
+    return 0
+
+
+def with_record(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What apply sends: `obj`'s own fields (not apiVersion, kind, status) and the record of them."""
+    body = {k: v for k, v in obj.items() if k != "status"}
+    shape = fieldset({k: v for k, v in body.items() if k not in ("apiVersion", "kind")})
+    meta = dict(body["metadata"])
+    meta["annotations"] = {**meta.get("annotations", {}), APPLIED: json.dumps(shape, separators=(",", ":"))}
+    return {**body, "metadata": meta}
+
+
+def recorded(existing: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields the last apply set on `existing` ({} when it has no readable record)."""
+    raw = existing.get("metadata", {}).get("annotations", {}).get(APPLIED)
+    try:
+        shape = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return shape if isinstance(shape, dict) else {}
+
+
+def merge_patch(live: Mapping[str, Any], desired: Mapping[str, Any], previous: Any) -> dict[str, Any]:
+    """An RFC 7386 merge patch taking `live` to `desired` where they differ, with null for the
+    fields `previous` (a `fieldset`) names that `desired` lacks; {} when nothing is to change.
+    Lists are replaced whole, as a merge patch does, when they differ or lost a field."""
+    patch: dict[str, Any] = {}
+    before = previous if isinstance(previous, Mapping) else {}
+    for key, value in desired.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        current = live.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            inner = merge_patch(current, value, before.get(key))
+            if inner:
+                patch[key] = inner
+        elif not _contains(current, value) or _lost_fields(before.get(key), value):
+            patch[key] = value
+    for key in before:
+        if key not in desired and key in live:
+            patch[key] = None
+    return patch
+
+
+def _lost_fields(previous: Any, desired: Any) -> bool:
+    """Whether a list item set before had a field that `desired` no longer has."""
+    if isinstance(previous, Mapping) and isinstance(desired, Mapping):
+        return any(k not in desired or _lost_fields(v, desired[k]) for k, v in previous.items())
+    if isinstance(previous, list) and isinstance(desired, list):
+        return len(previous) != len(desired) or any(_lost_fields(p, d) for p, d in zip(previous, desired))
+    return False
 
 
 def _contains(existing: Any, desired: Any) -> bool:

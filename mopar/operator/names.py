@@ -57,6 +57,13 @@ def redis_secret_name(pm: str) -> str:
     return dns_name(pm, "redis", limit=63)
 
 
+def store_scope(owner: Mapping[str, Any]) -> str:
+    """The key scope of one model in the store: every key of its pods starts with
+    `mopar:{scope}:`. Namespaces have no dots (DNS-1123 labels), so `{namespace}.{name}` names
+    one model only, and one ACL key pattern per model cannot reach another's keys."""
+    return f"{owner['namespace']}.{owner['name']}"
+
+
 def manifest_artifact(pm: str, prepare_hash: str) -> str:
     """The artifact-store name under which the prepare Job publishes a model's manifest
     (`manifest_artifact(pm, "")` is the prefix of all of that model's)."""

@@ -1,20 +1,41 @@
-"""The pod pieces every function shares (pure): image, environment, volumes, probes, resources
-and security settings of slice and gateway containers."""
+"""The pod pieces every function shares (pure): image, environment, volumes, probes, resources,
+security settings and the spec's pod settings of slice and gateway containers.
+
+On the Knative path the pod carries no pod-level securityContext unless the spec says the
+cluster enables it (`kubernetes.podspec-securitycontext`, off by default: knative/serving
+v1.23.0 `pkg/apis/config/features.go`); the container-level one, which Knative's
+SecurityContextMask keeps, says everything that matters (user, group, no escalation).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mopar.operator import names
 from mopar.operator.credentials import transport_env
 from mopar.operator.settings import OperatorSettings
-from mopar.operator.spec import ModelSpec
+from mopar.operator.spec import DEPLOYMENT, KNATIVE, ModelSpec
 from mopar.operator.units import SliceUnit, slice_url
+from slice_runtime.probes import SLICE_CHECK_SECONDS
+from slice_runtime.store import CONNECT_TIMEOUT_SECONDS
 
 PORT = 8080
+# Knative accepts only these port names (k8s_validation.go validPortNames) and renames the
+# port `user-port` on the pods it makes (revision_helpers.go UserPortName).
+PORT_NAME = "http1"
 MANIFEST_DIR = "/etc/mopar"
 CACHE_DIR = "/tmp/mopar-cache"  # slice files and optimised graphs, on the pod's /tmp emptyDir
+USER = 10001
+# A worker fetches its slice file and opens its session before it listens: give it as long as
+# Knative waits for a revision to come up (config-deployment progress-deadline, 600 s).
+STARTUP_SECONDS = 600
+STARTUP_PERIOD = 5
+# Readiness checks wait for the store (a ping, CONNECT_TIMEOUT_SECONDS at most to connect) and,
+# on the gateway, for every slice at once (SLICE_CHECK_SECONDS each); one second more for HTTP.
+WORKER_READY_TIMEOUT = math.ceil(CONNECT_TIMEOUT_SECONDS + 1)
+GATEWAY_READY_TIMEOUT = math.ceil(CONNECT_TIMEOUT_SECONDS + SLICE_CHECK_SECONDS + 1)
 # Shutting down: the kubelet runs preStop (a pause while endpoints stop sending new requests),
 # then SIGTERM, on which gateway and workers finish what is in flight within GRACE_SECONDS;
 # terminationGracePeriodSeconds covers both and a margin before SIGKILL. Under Knative the
@@ -25,12 +46,20 @@ TERMINATION_GRACE_SECONDS = PRESTOP_SECONDS + GRACE_SECONDS + 5
 
 
 def pod_security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER,
+        "runAsGroup": USER,
+        "fsGroup": USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
+        "runAsUser": USER,
+        "runAsGroup": USER,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -45,11 +74,12 @@ def image(spec: ModelSpec, settings: OperatorSettings) -> dict[str, str]:
     }
 
 
-def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec) -> list[dict[str, Any]]:
+def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     t = spec.transport
     return [
         *transport_env(owner, spec),
-        {"name": "MOPAR_NAMESPACE", "value": owner["namespace"]},
+        # The store scope: every key this model's pods write starts with mopar:{scope}:
+        {"name": "MOPAR_NAMESPACE", "value": names.store_scope(owner)},
         {"name": "MOPAR_MANIFEST", "value": f"{MANIFEST_DIR}/{names.MANIFEST_KEY}"},
         {"name": "MOPAR_PORT", "value": str(PORT)},
         {"name": "MOPAR_THREADS", "value": str(spec.runtime.threads)},
@@ -73,6 +103,15 @@ def _mounts() -> list[dict[str, Any]]:
     return [{"name": "plan", "mountPath": MANIFEST_DIR, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
 
 
+def _probe(path: str, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
 def _container(
     name: str,
     args: Sequence[str],
@@ -80,18 +119,20 @@ def _container(
     resources: Mapping[str, Any],
     spec: ModelSpec,
     settings: OperatorSettings,
-    live: str,
-    ready: str,
+    probes: tuple[str, str, int],
 ) -> dict[str, Any]:
+    live, ready, ready_timeout = probes
     return {
         "name": name,
         **image(spec, settings),
         "args": list(args),
         "env": env,
-        "ports": [{"name": "http1", "containerPort": PORT}],
+        "ports": [{"name": PORT_NAME, "containerPort": PORT}],
         "resources": dict(resources),
-        "readinessProbe": {"httpGet": {"path": ready, "port": PORT}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": live, "port": PORT}, "periodSeconds": 10, "failureThreshold": 6},
+        # Liveness and readiness begin once the startup probe has seen the server listen.
+        "startupProbe": _probe(live, STARTUP_PERIOD, 3, STARTUP_SECONDS // STARTUP_PERIOD),
+        "readinessProbe": _probe(ready, 5, ready_timeout, 3),
+        "livenessProbe": _probe(live, 10, 3, 6),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(),
     }
@@ -105,33 +146,37 @@ def slice_resources(unit: SliceUnit, spec: ModelSpec) -> dict[str, Any]:
 
 def gateway_resources(spec: ModelSpec) -> dict[str, Any]:
     return dict(
-        spec.runtime.gateway_resources
+        spec.runtime.gateway.resources
         or {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
     )
 
 
-def pod_spec(container: dict[str, Any], pm: str) -> dict[str, Any]:
-    return {
+def pod_spec(container: dict[str, Any], pm: str, spec: ModelSpec, serving: str) -> dict[str, Any]:
+    """A function's pod: its container, the plan and scratch volumes, no API token, the spec's
+    pod settings, and a pod-level securityContext wherever the platform accepts one."""
+    pod: dict[str, Any] = {
         "containers": [container],
         "volumes": _volumes(pm),
-        "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
+        **spec.pod.fields(),
     }
+    if serving != KNATIVE or spec.pod_security_context:
+        pod["securityContext"] = pod_security_context()
+    return pod
 
 
-def deployment_pod_spec(container: dict[str, Any], pm: str) -> dict[str, Any]:
+def deployment_pod_spec(container: dict[str, Any], pm: str, spec: ModelSpec) -> dict[str, Any]:
     """`pod_spec` with the shutdown above (Knative keeps neither field: it brings its own)."""
     paused = {**container, "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}}
-    return {**pod_spec(paused, pm), "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS}
+    return {**pod_spec(paused, pm, spec, DEPLOYMENT), "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS}
 
 
 def slice_container(
     unit: SliceUnit, owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings
 ) -> dict[str, Any]:
-    env = [*_runtime_env(owner, spec), {"name": "MOPAR_SLICE", "value": unit.id}]
-    return _container(
-        "slice", ["worker"], env, slice_resources(unit, spec), spec, settings, "/health/live", "/health/ready"
-    )
+    env = [*_runtime_env(owner, spec, settings), {"name": "MOPAR_SLICE", "value": unit.id}]
+    probes = ("/health/live", "/health/ready", WORKER_READY_TIMEOUT)
+    return _container("slice", ["worker"], env, slice_resources(unit, spec), spec, settings, probes)
 
 
 def gateway_container(
@@ -139,10 +184,32 @@ def gateway_container(
 ) -> dict[str, Any]:
     urls = ",".join(f"{u.id}={slice_url(owner, u, settings)}" for u in units)
     env = [
-        *_runtime_env(owner, spec),
+        *_runtime_env(owner, spec, settings),
         {"name": "MOPAR_SLICE_URLS", "value": urls},
         {"name": "MOPAR_MODEL_NAME", "value": spec.served_name},
+        # The request's deadline, and each slice call's within it.
+        {"name": "MOPAR_REQUEST_TIMEOUT", "value": str(spec.timeout_seconds)},
+        {"name": "MOPAR_CALL_TIMEOUT", "value": str(min(30, spec.timeout_seconds))},
     ]
-    return _container(
-        "gateway", ["gateway"], env, gateway_resources(spec), spec, settings, "/v2/health/live", "/v2/health/ready"
-    )
+    probes = ("/v2/health/live", "/v2/health/ready", GATEWAY_READY_TIMEOUT)
+    return _container("gateway", ["gateway"], env, gateway_resources(spec), spec, settings, probes)
+
+
+def memory_mib(resources: Mapping[str, Any]) -> int | None:
+    """The memory a container requests (else its limit), in MiB; None when it names none."""
+    for group in ("requests", "limits"):
+        quantity = (resources.get(group) or {}).get("memory")
+        if quantity is not None:
+            return quantity_mib(str(quantity))
+    return None
+
+
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def quantity_mib(quantity: str) -> int:
+    """A Kubernetes memory quantity ("256Mi", "1G", "1048576") in MiB, rounded up."""
+    for suffix, factor in sorted(_SUFFIXES.items(), key=lambda item: -len(item[0])):
+        if quantity.endswith(suffix):
+            return math.ceil(float(quantity[: -len(suffix)]) * factor / 2**20)
+    return math.ceil(float(quantity) / 2**20)

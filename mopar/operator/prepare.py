@@ -71,7 +71,7 @@ async def prepare(
     model, _, data = plan_spec(spec, path, runs)
     log.info("planned %d slice(s); predicted cost ratio %.2fx", len(data["slices"]), data["predicted"]["cost_ratio"])
     manifest = slice_model(model, data, work / "slices")
-    with ArtifactStore(store_url, owner["namespace"]) as store:
+    with ArtifactStore(store_url, names.store_scope(owner)) as store:
         for entry in manifest.slices:
             for name, digest in entry.files():
                 if store.put_file(work / "slices" / name) != digest:

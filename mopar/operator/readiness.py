@@ -12,7 +12,7 @@ from mopar.errors import SpecError
 from mopar.operator import names, status
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, KSERVICES
 from mopar.operator.reconcile import Context
-from mopar.operator.serving import endpoint
+from mopar.operator.serving import urls
 from mopar.operator.spec import DEPLOYMENT, KNATIVE, parse
 from mopar.operator.units import units_from_manifest
 from slice_runtime import manifest as manifests
@@ -57,7 +57,7 @@ async def check(ctx: Context) -> None:
         },
         {
             "slices": status.slices_status(manifest, ready),
-            "endpoint": endpoint(ctx.owner, spec, serving, ctx.settings, url),
+            **urls(ctx.owner, spec, serving, ctx.settings, url),
         },
         observed=False,
     )

@@ -1,13 +1,14 @@
 """One reconcile of a PartitionedModel, for create, resume and spec updates (idempotent).
 
-  1. parse the spec; a bad one gets a Ready=False condition, a warning Event and a
-     PermanentError (no retry loop);
-  2. make sure the plan ConfigMap answers this spec's prepare hash, else run (or wait
+  1. parse the spec and check it against the serving path; a bad one gets a Ready=False
+     condition, a warning Event and a PermanentError (no retry loop);
+  2. give the model its Redis user (`tenancy`) and the Secret its pods read its URL from;
+  3. make sure the plan ConfigMap answers this spec's prepare hash, else run (or wait
      for) the prepare Job of that hash, retrying with a delay until it is done;
-  3. build the serving objects (Knative Services, or Deployments, Services and HPAs when
+  4. build the serving objects (Knative Services, or Deployments, Services and HPAs when
      discovery shows no serving.knative.dev/v1) and create-or-patch each, owned by the
      PartitionedModel; delete slices a new plan no longer has;
-  4. write the status.
+  5. write the status.
 A change of the model or the objective changes the prepare hash: re-prepare, roll the
 slices. A change of autoscaling only patches the services.
 """
@@ -22,11 +23,11 @@ from typing import Any
 import kopf
 
 from mopar.errors import KubeNotFound, SpecError
-from mopar.operator import metrics, names, status
-from mopar.operator.credentials import build_credentials
+from mopar.operator import metrics, names, redisadmin, status
+from mopar.operator.credentials import build_credentials, uses_operator_redis
 from mopar.operator.jobs import build_prepare_job
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, HPAS, JOBS, KSERVICES, SECRETS, SERVICES, KubeClient
-from mopar.operator.serving import build_plan_configmap, build_serving, endpoint
+from mopar.operator.serving import build_plan_configmap, build_serving, urls
 from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import DEPLOYMENT, KNATIVE, ModelSpec, parse
 from mopar.operator.units import units_from_manifest
@@ -71,19 +72,18 @@ class Context:
 async def reconcile(ctx: Context) -> str:
     try:
         spec = parse(ctx.body.get("spec"), ctx.name)
+        serving = await serving_mode(ctx, spec)
+        spec.check_serving(serving)
     except SpecError as error:
         ctx.write_status("Failed", {"Ready": ("False", "InvalidSpec", str(error))})
         kopf.event(ctx.body, type="Warning", reason="InvalidSpec", message=str(error))
-        metrics.RECONCILE_ERRORS.labels(namespace=ctx.namespace, reason="invalid").inc()
+        metrics.reconcile_error(ctx.owner, "invalid")
         raise kopf.PermanentError(str(error)) from None
 
+    await ensure_credentials(ctx, spec)
     manifest = await prepared(ctx, spec)
-    serving = await serving_mode(ctx, spec)
     units = units_from_manifest(manifest)
-    desired = [
-        *build_credentials(ctx.owner, spec, ctx.settings),
-        *build_serving(ctx.owner, spec, units, serving, ctx.settings),
-    ]
+    desired = build_serving(ctx.owner, spec, units, serving, ctx.settings)
     outcomes = [await ctx.kube.apply(obj) for obj in desired]
     removed = await remove_stale(ctx, desired)
     changed = {o: outcomes.count(o) for o in ("created", "patched") if outcomes.count(o)}
@@ -93,6 +93,8 @@ async def reconcile(ctx: Context) -> str:
         kopf.event(ctx.body, type="Normal", reason="Deployed", message=message)
     message = f"{len(units)} slice function(s) and the gateway deployed via {serving}"
     ready_before = {s["name"]: s.get("readyReplicas", 0) for s in ctx.current.get("slices", [])}
+    # Knative's route URL as the readiness check last read it, until it reads it again.
+    known_url = ctx.current.get("url") if serving == KNATIVE and ctx.current.get("serving") == KNATIVE else None
     ctx.write_status(
         ctx.current.get("phase") if ctx.current.get("phase") == "Ready" else "Deploying",
         {"Deployed": ("True", "Applied", message)},
@@ -102,7 +104,7 @@ async def reconcile(ctx: Context) -> str:
             # ready replicas as the readiness check last saw them, until it looks again
             "slices": status.slices_status(manifest, ready_before),
             "predicted": status.predicted(manifest),
-            "endpoint": endpoint(ctx.owner, spec, serving, ctx.settings),
+            **urls(ctx.owner, spec, serving, ctx.settings, known_url),
         },
     )
     return message
@@ -131,8 +133,6 @@ async def prepared(ctx: Context, spec: ModelSpec) -> manifests.Manifest:
             )
         return manifest
 
-    for credentials in build_credentials(ctx.owner, spec, ctx.settings):  # the Job reads them
-        await ctx.kube.apply(credentials)
     job = build_prepare_job(ctx.owner, spec, ctx.settings)
     job_name = job["metadata"]["name"]
     existing = await ctx.kube.get(JOBS, ctx.namespace, job_name)
@@ -154,7 +154,7 @@ async def prepared(ctx: Context, spec: ModelSpec) -> manifests.Manifest:
                 },
             )
             kopf.event(ctx.body, type="Warning", reason="PrepareFailed", message=message)
-            metrics.RECONCILE_ERRORS.labels(namespace=ctx.namespace, reason="prepare_failed").inc()
+            metrics.reconcile_error(ctx.owner, "prepare_failed")
             raise kopf.PermanentError(message)
         if job_status.get("succeeded"):
             published = await published_manifest(ctx, spec)
@@ -175,7 +175,7 @@ async def published_manifest(ctx: Context, spec: ModelSpec) -> str | None:
     artifact = names.manifest_artifact(ctx.name, spec.prepare_hash())
 
     def read() -> str | None:
-        with ArtifactStore(url, ctx.namespace) as store:
+        with ArtifactStore(url, names.store_scope(ctx.owner)) as store:
             digest = store.resolve(artifact)
             return store.get(digest).decode() if digest else None
 
@@ -189,6 +189,20 @@ async def published_manifest(ctx: Context, spec: ModelSpec) -> str | None:
         except ManifestError as error:
             raise ctx.temporary(str(error)) from None
     return text
+
+
+async def ensure_credentials(ctx: Context, spec: ModelSpec) -> None:
+    """The model's Redis user on the operator's Redis and the Secret with its URL (which the
+    prepare Job and every pod read); nothing when the spec names a Redis of its own."""
+    if not uses_operator_redis(spec):
+        return
+    if ctx.settings.redis_acl:
+        try:
+            await redisadmin.ensure_user(ctx.settings.redis_url, ctx.owner)
+        except TransportError as error:
+            raise ctx.temporary(f"cannot give the model its Redis user yet: {error}") from None
+    for secret in build_credentials(ctx.owner, spec, ctx.settings):
+        await ctx.kube.apply(secret)
 
 
 async def serving_mode(ctx: Context, spec: ModelSpec) -> str:

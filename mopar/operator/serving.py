@@ -1,13 +1,13 @@
 """Everything that serves a prepared model (pure): per function a Knative Service, or a
 Deployment, a Service and an HPA; the same for the gateway; the plan ConfigMap they mount;
-and the endpoint users call."""
+and the URLs users call."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mopar.operator import names
+from mopar.operator import names, status
 from mopar.operator.deployments import build_deployment, build_hpa, build_service
 from mopar.operator.knative import build_knative_service
 from mopar.operator.names import Object
@@ -20,29 +20,32 @@ from mopar.operator.units import SliceUnit
 def build_serving(
     owner: Mapping[str, Any], spec: ModelSpec, units: Sequence[SliceUnit], serving: str, settings: OperatorSettings
 ) -> list[Object]:
-    """The objects that serve a prepared model: per slice and for the gateway."""
+    """The objects that serve a prepared model: per slice and for the gateway (SpecError when
+    `serving` cannot run the spec)."""
+    spec.check_serving(serving)
     objects: list[Object] = []
     pm = owner["name"]
+    slices, gateway = spec.slice_autoscaling(serving), spec.gateway_autoscaling(serving)
     for unit in units:
         name, container = names.slice_name(pm, unit.id), slice_container(unit, owner, spec, settings)
         if serving == KNATIVE:
-            objects.append(
-                build_knative_service(name, owner, "slice", container, spec, spec.autoscaling.target, unit.id)
-            )
+            concurrency = spec.slice_concurrency(serving)
+            objects.append(build_knative_service(name, owner, "slice", container, spec, slices, concurrency, unit.id))
         else:
             objects += [
-                build_deployment(name, owner, "slice", container, unit.id),
+                build_deployment(name, owner, "slice", container, spec, unit.id),
                 build_service(name, owner, "slice", unit.id),
-                build_hpa(name, owner, "slice", spec, unit.id),
+                build_hpa(name, owner, "slice", slices, unit.id),
             ]
     name, container = names.gateway_name(pm, serving), gateway_container(units, owner, spec, settings)
     if serving == KNATIVE:
-        objects.append(build_knative_service(name, owner, "gateway", container, spec, 0))
+        concurrency = spec.runtime.gateway.container_concurrency
+        objects.append(build_knative_service(name, owner, "gateway", container, spec, gateway, concurrency))
     else:
         objects += [
-            build_deployment(name, owner, "gateway", container),
+            build_deployment(name, owner, "gateway", container, spec),
             build_service(name, owner, "gateway"),
-            build_hpa(name, owner, "gateway", spec),
+            build_hpa(name, owner, "gateway", gateway),
         ]
     return objects
 
@@ -55,11 +58,15 @@ def build_plan_configmap(owner: Mapping[str, Any], manifest_json: str, prepare_h
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {names.MANIFEST_KEY: manifest_json}}
 
 
-def endpoint(
+def cluster_url(owner: Mapping[str, Any], serving: str, settings: OperatorSettings) -> str:
+    """The gateway's address inside the cluster (a Knative Service answers there too)."""
+    return f"http://{names.gateway_name(owner['name'], serving)}.{owner['namespace']}.svc.{settings.cluster_domain}"
+
+
+def urls(
     owner: Mapping[str, Any], spec: ModelSpec, serving: str, settings: OperatorSettings, knative_url: str | None = None
-) -> str:
-    """The V2 infer URL of the model (the Knative route's URL where Knative reports one)."""
-    base = knative_url or (
-        f"http://{names.gateway_name(owner['name'], serving)}.{owner['namespace']}.svc.{settings.cluster_domain}"
-    )
-    return f"{base}/v2/models/{spec.served_name}/infer"
+) -> dict[str, Any]:
+    """`url` (the Knative route's URL where Knative reports one), `address.url` and the V2
+    `endpoint` of the model."""
+    inside = cluster_url(owner, serving, settings)
+    return status.addresses(knative_url or inside, inside, spec.served_name)

@@ -2,8 +2,9 @@
 
 The API server checks the CRD's structure; this module checks what a schema cannot
 (an SLO objective without its SLO, bounds that contradict each other, credentials in
-clear) and applies the CRD's defaults, so the operator and `mopar render` see the same
-spec whether or not a server defaulted it. Every mistake is one message naming the field.
+clear, settings a serving path cannot honour) and applies the CRD's defaults, so the
+operator and `mopar render` see the same spec whether or not a server defaulted it.
+Every mistake is one message naming the field.
 """
 
 from __future__ import annotations
@@ -12,33 +13,37 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mopar.errors import SpecError
 from mopar.model.uris import StorageUri
+from mopar.operator import fields
+from mopar.operator.podsettings import SECURITY_CONTEXT, PodSettings, parse_pod_settings
+from mopar.operator.scaling import (
+    DEPLOYMENT,
+    GATEWAY_TARGETS,
+    KNATIVE,
+    SLICE_TARGETS,
+    Autoscaling,
+    parse_autoscaling,
+)
 
 GROUP = "mopar.dev"
 VERSION = "v1alpha1"
 PLURAL = "partitionedmodels"
 KIND = "PartitionedModel"
 # How slices are served (`spec.serving`; `auto` picks Knative where API discovery lists it).
-KNATIVE = "knative"
-DEPLOYMENT = "deployment"
 SERVING_MODES = (KNATIVE, DEPLOYMENT, "auto")
+# Knative's defaults (knative/serving v1.23.0 `pkg/apis/config/defaults.go`):
+# max-revision-timeout-seconds and container-concurrency-max-limit.
+MAX_TIMEOUT_SECONDS = 600
+MAX_CONTAINER_CONCURRENCY = 1000
+MAX_SLO_MS = 3_600_000.0  # an hour
+MAX_MEMORY_MIB = 1_048_576  # 1 TiB
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_DELAY = re.compile(r"^[0-9]+(s|m|h)$")
 _CODEC = re.compile(r"^(auto|none|zstd-?[0-9]{1,2}(\+shuffle)?)$")
-
-
-@dataclass(frozen=True)
-class Autoscaling:
-    min_scale: int = 1
-    max_scale: int = 10
-    target: int = 1
-    metric: str = "concurrency"
-    scale_to_zero: bool = False
-    scale_down_delay: str | None = None
+__all__ = ["DEPLOYMENT", "KNATIVE", "Autoscaling", "ModelSpec", "SpecError", "parse"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,20 @@ class Transport:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """The gateway's own sizing: it only waits on its slices, so one pod holds many requests."""
+
+    resources: Mapping[str, Any] | None = None
+    container_concurrency: int = 0  # no hard limit: the autoscaler's target spreads the load
+    autoscaling: Autoscaling = field(default_factory=Autoscaling)
+
+
+@dataclass(frozen=True)
 class Runtime:
     image: str | None = None
     pull_policy: str | None = None
     threads: int = 1
-    gateway_resources: Mapping[str, Any] | None = None
+    gateway: Gateway = field(default_factory=Gateway)
     prepare_resources: Mapping[str, Any] | None = None
 
 
@@ -74,13 +88,43 @@ class ModelSpec:
     min_memory_mib: int | None = None
     max_memory_mib: int | None = None
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    container_concurrency: int | None = None  # None: the concurrency target, else 1
+    timeout_seconds: int = 60
     transport: Transport = field(default_factory=Transport)
     runtime: Runtime = field(default_factory=Runtime)
+    pod: PodSettings = field(default_factory=PodSettings)
     serving: str = "auto"
 
     @property
     def scheme(self) -> str:
         return self.storage_uri.split("://", 1)[0]
+
+    @property
+    def pod_security_context(self) -> bool:
+        """Whether Knative pods may carry a pod-level securityContext (the cluster enables it)."""
+        return SECURITY_CONTEXT in self.pod.knative_features
+
+    def slice_autoscaling(self, serving: str) -> Autoscaling:
+        return self.autoscaling.on(serving, "spec.autoscaling", SLICE_TARGETS)
+
+    def gateway_autoscaling(self, serving: str) -> Autoscaling:
+        return self.runtime.gateway.autoscaling.on(serving, "spec.runtime.gateway.autoscaling", GATEWAY_TARGETS)
+
+    def slice_concurrency(self, serving: str) -> int:
+        """Knative's hard limit of requests per slice pod: as given, else the concurrency target."""
+        if self.container_concurrency is not None:
+            return self.container_concurrency
+        scaling = self.slice_autoscaling(serving)
+        if scaling.metric == "concurrency" and scaling.target is not None:
+            return scaling.target
+        return 1
+
+    def check_serving(self, serving: str) -> None:
+        """SpecError unless `serving` can run this spec as it stands."""
+        self.slice_autoscaling(serving)
+        self.gateway_autoscaling(serving)
+        if serving == KNATIVE:
+            self.pod.check_knative()
 
     def prepare_hash(self) -> str:
         """Digest of everything the prepared plan depends on: a change re-prepares and rolls the
@@ -101,8 +145,9 @@ class ModelSpec:
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, pod=PodSettings()))
         data["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        data["pod"] = self.pod.to_json()
         return data
 
     @classmethod
@@ -111,34 +156,46 @@ class ModelSpec:
         values["input_shapes"] = {k: tuple(v) for k, v in values.get("input_shapes", {}).items()}
         values["autoscaling"] = Autoscaling(**values.get("autoscaling", {}))
         values["transport"] = Transport(**values.get("transport", {}))
-        values["runtime"] = Runtime(**values.get("runtime", {}))
+        runtime = dict(values.get("runtime", {}))
+        gateway = dict(runtime.get("gateway", {}))
+        gateway["autoscaling"] = Autoscaling(**gateway.get("autoscaling", {}))
+        runtime["gateway"] = Gateway(**gateway)
+        values["runtime"] = Runtime(**runtime)
+        values["pod"] = PodSettings.from_json(values.get("pod", {}))
         return cls(**values)
+
+
+SPEC_FIELDS = {
+    "model",
+    "objective",
+    "sloMs",
+    "maxSlices",
+    "split",
+    "maxSplit",
+    "pricing",
+    "memory",
+    "autoscaling",
+    "containerConcurrency",
+    "timeoutSeconds",
+    "transport",
+    "runtime",
+    "serving",
+    "serviceAccountName",
+    "imagePullSecrets",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "knativeFeatures",
+}
 
 
 def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     """The spec of PartitionedModel `name`, defaulted and checked; SpecError names the field."""
     if not isinstance(spec, Mapping):
         raise SpecError("spec: a PartitionedModel needs a spec with spec.model.storageUri")
-    _known(
-        spec,
-        "spec",
-        {
-            "model",
-            "objective",
-            "sloMs",
-            "maxSlices",
-            "split",
-            "maxSplit",
-            "pricing",
-            "memory",
-            "autoscaling",
-            "transport",
-            "runtime",
-            "serving",
-        },
-    )
-    model = _mapping(spec, "model", "spec.model", required=True)
-    _known(model, "spec.model", {"storageUri", "name", "inputShapes"})
+    fields.known(spec, "spec", SPEC_FIELDS)
+    model = fields.mapping(spec, "model", "spec.model", required=True)
+    fields.known(model, "spec.model", {"storageUri", "name", "inputShapes"})
     uri = model.get("storageUri")
     if not isinstance(uri, str) or "://" not in uri:
         raise SpecError("spec.model.storageUri: give where the model is, e.g. pvc://models/resnet50.onnx")
@@ -152,78 +209,71 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     if not isinstance(served, str) or not _NAME.match(served):
         raise SpecError(f"spec.model.name: {served!r} is not a valid model name (lowercase, digits, . _ -)")
     shapes = {}
-    for input_name, dims in _mapping(model, "inputShapes", "spec.model.inputShapes").items():
-        if not isinstance(dims, list) or not dims or not all(isinstance(d, int) and d >= 1 for d in dims):
-            raise SpecError(f"spec.model.inputShapes.{input_name}: a list of positive integers, e.g. [1, 128]")
+    for input_name, dims in fields.mapping(model, "inputShapes", "spec.model.inputShapes").items():
+        valid = isinstance(dims, list) and 1 <= len(dims) <= 8
+        if not valid or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= fields.INT32_MAX
+                                for d in dims):  # fmt: skip
+            raise SpecError(f"spec.model.inputShapes.{input_name}: 1 to 8 positive integers, e.g. [1, 128]")
         shapes[input_name] = tuple(dims)
 
-    objective = _choice(spec, "objective", "spec.objective", ("cost", "latency", "slo"), "cost")
-    slo = spec.get("sloMs")
-    if slo is not None and (isinstance(slo, bool) or not isinstance(slo, (int, float)) or slo <= 0):
-        raise SpecError(f"spec.sloMs: a positive number of milliseconds, got {slo!r}")
+    objective = fields.choice(spec, "objective", "spec.objective", ("cost", "latency", "slo"), "cost")
+    slo = fields.number(spec, "sloMs", "spec.sloMs", MAX_SLO_MS)
     if objective == "slo" and slo is None:
         raise SpecError("spec.sloMs: objective slo needs a latency bound in milliseconds")
-    memory = _mapping(spec, "memory", "spec.memory")
-    _known(memory, "spec.memory", {"minMiB", "maxMiB"})
-    min_mib, max_mib = (_integer(memory, key, f"spec.memory.{key}", None, 64) for key in ("minMiB", "maxMiB"))
+    memory = fields.mapping(spec, "memory", "spec.memory")
+    fields.known(memory, "spec.memory", {"minMiB", "maxMiB"})
+    min_mib, max_mib = (
+        fields.integer(memory, key, f"spec.memory.{key}", None, 64, MAX_MEMORY_MIB) for key in ("minMiB", "maxMiB")
+    )
     if min_mib is not None and max_mib is not None and min_mib > max_mib:
         raise SpecError(f"spec.memory: minMiB {min_mib} is above maxMiB {max_mib}")
+    serving = fields.choice(spec, "serving", "spec.serving", SERVING_MODES, "auto")
 
-    return ModelSpec(
+    parsed = ModelSpec(
         storage_uri=uri,
         served_name=served,
         input_shapes=shapes,
-        objective=objective,
-        slo_ms=float(slo) if slo is not None else None,
-        max_slices=_integer(spec, "maxSlices", "spec.maxSlices", 8, 1, 64),  # type: ignore[arg-type]
-        split=_boolean(spec, "split", "spec.split", True),
-        max_split=_integer(spec, "maxSplit", "spec.maxSplit", 8, 1, 16),  # type: ignore[arg-type]
-        pricing=_choice(spec, "pricing", "spec.pricing", ("lambda", "lambda-cpu-scaled", "knative"), "lambda"),
+        objective=str(objective),
+        slo_ms=slo,
+        max_slices=fields.required_integer(spec, "maxSlices", "spec.maxSlices", 8, 1, 64),
+        split=fields.boolean(spec, "split", "spec.split", True),
+        max_split=fields.required_integer(spec, "maxSplit", "spec.maxSplit", 8, 1, 16),
+        pricing=str(
+            fields.choice(spec, "pricing", "spec.pricing", ("lambda", "lambda-cpu-scaled", "knative"), "lambda")
+        ),
         min_memory_mib=min_mib,
         max_memory_mib=max_mib,
-        autoscaling=_autoscaling(_mapping(spec, "autoscaling", "spec.autoscaling")),
-        transport=_transport(_mapping(spec, "transport", "spec.transport")),
-        runtime=_runtime(_mapping(spec, "runtime", "spec.runtime")),
-        serving=_choice(spec, "serving", "spec.serving", SERVING_MODES, "auto"),
+        autoscaling=parse_autoscaling(fields.mapping(spec, "autoscaling", "spec.autoscaling"), "spec.autoscaling"),
+        container_concurrency=fields.integer(
+            spec, "containerConcurrency", "spec.containerConcurrency", None, 0, MAX_CONTAINER_CONCURRENCY
+        ),
+        timeout_seconds=fields.required_integer(
+            spec, "timeoutSeconds", "spec.timeoutSeconds", 60, 1, MAX_TIMEOUT_SECONDS
+        ),  # fmt: skip
+        transport=_transport(fields.mapping(spec, "transport", "spec.transport")),
+        runtime=_runtime(fields.mapping(spec, "runtime", "spec.runtime")),
+        pod=parse_pod_settings(spec),
+        serving=str(serving),
     )
-
-
-def _autoscaling(data: Mapping[str, Any]) -> Autoscaling:
-    where = "spec.autoscaling"
-    _known(data, where, {"minScale", "maxScale", "target", "metric", "scaleToZero", "scaleDownDelay"})
-    scale_to_zero = _boolean(data, "scaleToZero", f"{where}.scaleToZero", False)
-    min_scale = _integer(data, "minScale", f"{where}.minScale", 0 if scale_to_zero else 1, 0)
-    max_scale = _integer(data, "maxScale", f"{where}.maxScale", 10, 1)
-    assert min_scale is not None and max_scale is not None
-    if scale_to_zero and min_scale > 0:
-        raise SpecError(f"{where}: scaleToZero needs minScale 0 (or unset), got {min_scale}")
-    if min_scale > max_scale:
-        raise SpecError(f"{where}: minScale {min_scale} is above maxScale {max_scale}")
-    delay = data.get("scaleDownDelay")
-    if delay is not None and (not isinstance(delay, str) or not _DELAY.match(delay)):
-        raise SpecError(f"{where}.scaleDownDelay: a duration such as 30s, 5m or 1h, got {delay!r}")
-    return Autoscaling(
-        min_scale=min_scale,
-        max_scale=max_scale,
-        target=_integer(data, "target", f"{where}.target", 1, 1),  # type: ignore[arg-type]
-        metric=_choice(data, "metric", f"{where}.metric", ("concurrency", "rps"), "concurrency"),
-        scale_to_zero=scale_to_zero,
-        scale_down_delay=delay,
-    )
+    if parsed.serving != "auto":  # known now; for auto, the reconcile checks once discovery has chosen
+        parsed.check_serving(parsed.serving)
+    return parsed
 
 
 def _transport(data: Mapping[str, Any]) -> Transport:
     where = "spec.transport"
-    _known(data, where, {"redisUrl", "redisSecretRef", "codec", "compressionThresholdBytes", "activationTtlSeconds"})
+    fields.known(
+        data, where, {"redisUrl", "redisSecretRef", "codec", "compressionThresholdBytes", "activationTtlSeconds"}
+    )
     url = data.get("redisUrl")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://")):
             raise SpecError(f"{where}.redisUrl: a redis:// or rediss:// URL, got {url!r}")
         if "@" in url:
             raise SpecError(f"{where}.redisUrl: no credentials in the spec; put the URL in a Secret (redisSecretRef)")
-    secret = _mapping(data, "redisSecretRef", f"{where}.redisSecretRef")
-    _known(secret, f"{where}.redisSecretRef", {"name", "key"})
-    if secret and not isinstance(secret.get("name"), str):
+    secret = fields.mapping(data, "redisSecretRef", f"{where}.redisSecretRef")
+    fields.known(secret, f"{where}.redisSecretRef", {"name", "key"})
+    if secret and fields.subdomain(secret, "name", f"{where}.redisSecretRef.name") is None:
         raise SpecError(f"{where}.redisSecretRef.name: the Secret's name is required")
     if url and secret:
         raise SpecError(f"{where}: give redisUrl or redisSecretRef, not both")
@@ -235,73 +285,43 @@ def _transport(data: Mapping[str, Any]) -> Transport:
         secret_name=secret.get("name"),
         secret_key=str(secret.get("key", "url")),
         codec=codec,
-        compression_threshold_bytes=_integer(
+        compression_threshold_bytes=fields.required_integer(
             data, "compressionThresholdBytes", f"{where}.compressionThresholdBytes", 4096, 0
-        ),  # type: ignore[arg-type]
-        activation_ttl_seconds=_integer(data, "activationTtlSeconds", f"{where}.activationTtlSeconds", 300, 1, 86400),  # type: ignore[arg-type]
+        ),
+        activation_ttl_seconds=fields.required_integer(
+            data, "activationTtlSeconds", f"{where}.activationTtlSeconds", 300, 1, 86400
+        ),
     )
 
 
 def _runtime(data: Mapping[str, Any]) -> Runtime:
     where = "spec.runtime"
-    _known(data, where, {"image", "imagePullPolicy", "threads", "gateway", "prepare"})
+    fields.known(data, where, {"image", "imagePullPolicy", "threads", "gateway", "prepare"})
     image = data.get("image")
     if image is not None and (not isinstance(image, str) or not image or " " in image):
         raise SpecError(f"{where}.image: an image reference, got {image!r}")
-    policy = data.get("imagePullPolicy")
-    if policy is not None and policy not in ("Always", "IfNotPresent", "Never"):
-        raise SpecError(f"{where}.imagePullPolicy: Always, IfNotPresent or Never, got {policy!r}")
-    gateway, prepare = (_mapping(data, key, f"{where}.{key}") for key in ("gateway", "prepare"))
+    policy = fields.choice(data, "imagePullPolicy", f"{where}.imagePullPolicy", ("Always", "IfNotPresent", "Never"),
+                           None)  # fmt: skip
+    gateway, prepare = (fields.mapping(data, key, f"{where}.{key}") for key in ("gateway", "prepare"))
+    fields.known(gateway, f"{where}.gateway", {"resources", "containerConcurrency", "autoscaling"})
+    fields.known(prepare, f"{where}.prepare", {"resources"})
     return Runtime(
         image=image,
         pull_policy=policy,
-        threads=_integer(data, "threads", f"{where}.threads", 1, 1, 64),  # type: ignore[arg-type]
-        gateway_resources=_mapping(gateway, "resources", f"{where}.gateway.resources") or None,
-        prepare_resources=_mapping(prepare, "resources", f"{where}.prepare.resources") or None,
+        threads=fields.required_integer(data, "threads", f"{where}.threads", 1, 1, 64),
+        gateway=Gateway(
+            resources=fields.mapping(gateway, "resources", f"{where}.gateway.resources") or None,
+            container_concurrency=fields.required_integer(
+                gateway,
+                "containerConcurrency",
+                f"{where}.gateway.containerConcurrency",
+                0,
+                0,
+                MAX_CONTAINER_CONCURRENCY,
+            ),  # fmt: skip
+            autoscaling=parse_autoscaling(
+                fields.mapping(gateway, "autoscaling", f"{where}.gateway.autoscaling"), f"{where}.gateway.autoscaling"
+            ),
+        ),
+        prepare_resources=fields.mapping(prepare, "resources", f"{where}.prepare.resources") or None,
     )
-
-
-# -- small checked readers ---------------------------------------------------------
-def _known(data: Mapping[str, Any], where: str, keys: set[str]) -> None:
-    unknown = sorted(set(data) - keys)
-    if unknown:
-        raise SpecError(f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(keys))}")
-
-
-def _mapping(data: Mapping[str, Any], key: str, where: str, required: bool = False) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise SpecError(f"{where}: required")
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{where}: an object, got {type(value).__name__}")
-    return value
-
-
-def _choice(data: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...], default: str) -> str:
-    value = data.get(key, default)
-    if value not in choices:
-        raise SpecError(f"{where}: one of {', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
-def _boolean(data: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-    value = data.get(key, default)
-    if not isinstance(value, bool):
-        raise SpecError(f"{where}: true or false, got {value!r}")
-    return value
-
-
-def _integer(
-    data: Mapping[str, Any], key: str, where: str, default: int | None, minimum: int, maximum: int | None = None
-) -> int | None:
-    value = data.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise SpecError(f"{where}: {bound}, got {value}")
-    return value

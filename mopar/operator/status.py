@@ -1,9 +1,11 @@
 """A PartitionedModel's status: phase, conditions and the figures users read (pure).
 
-Conditions follow the Kubernetes convention: `type`, `status` ("True", "False",
-"Unknown"), `reason`, `message`, `lastTransitionTime` (kept while the status stays the
-same). The five types, in the order the flow sets them: Profiled, Planned, Sliced,
-Deployed, Ready.
+Conditions are metav1.Condition entries (k8s.io/apimachinery `pkg/apis/meta/v1/types.go`):
+`type`, `status` ("True", "False", "Unknown"), `observedGeneration` (the spec generation the
+condition was set for), `lastTransitionTime` (kept while the status stays the same), `reason`
+(CamelCase) and `message`. The five types, in the order the flow sets them: Profiled, Planned,
+Sliced, Deployed, Ready. The URLs follow Knative and KServe: `url` where clients call the model,
+`address.url` its address inside the cluster, and `endpoint` the V2 infer URL.
 """
 
 from __future__ import annotations
@@ -24,28 +26,32 @@ def now() -> str:
 
 
 def with_conditions(
-    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, tuple[str, str, str]]
+    existing: Sequence[Mapping[str, Any]] | None,
+    updates: Mapping[str, tuple[str, str, str]],
+    generation: int | None = None,
 ) -> list[dict[str, Any]]:
-    """`existing` with `updates` ({type: (status, reason, message)}) applied, all five types present."""
+    """`existing` with `updates` ({type: (status, reason, message)}) applied for spec `generation`,
+    all five types present."""
     at = now()
     current = {c["type"]: dict(c) for c in existing or [] if "type" in c}
     result = []
     for kind in CONDITIONS:
-        previous = current.get(
-            kind, {"type": kind, "status": "Unknown", "reason": "Pending", "message": "", "lastTransitionTime": at}
-        )
+        previous = current.get(kind) or _condition(kind, "Unknown", "Pending", "", at, generation)
         if kind in updates:
             state, reason, message = updates[kind]
             changed = previous.get("status") != state
-            previous = {
-                "type": kind,
-                "status": state,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": at if changed else previous.get("lastTransitionTime", at),
-            }
+            since = at if changed else previous.get("lastTransitionTime", at)
+            previous = _condition(kind, state, reason, message, since, generation)
         result.append(previous)
     return result
+
+
+def _condition(kind: str, state: str, reason: str, message: str, since: str, generation: int | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": kind, "status": state}
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    entry.update({"lastTransitionTime": since, "reason": reason, "message": message})
+    return entry
 
 
 def condition(status: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:
@@ -98,9 +104,11 @@ def write(
 ) -> None:
     """Apply a change to the status `current`: put what differs into `target` (Kopf's
     `patch.status`, sent in one request whether the handler then returns or raises) and
-    update `current` to the new status, so later steps of one reconcile build on it."""
+    update `current` to the new status, so later steps of one reconcile build on it.
+    `observed` is the generation this change answers (None: the one the status already names)."""
     new = dict(current)
-    new["conditions"] = with_conditions(current.get("conditions"), conditions or {})
+    generation = observed if observed is not None else current.get("observedGeneration")
+    new["conditions"] = with_conditions(current.get("conditions"), conditions or {}, generation)
     if phase:
         new["phase"] = phase
     if observed is not None:
@@ -111,3 +119,9 @@ def write(
             target[key] = value
     current.clear()
     current.update(new)
+
+
+def addresses(url: str, cluster_url: str, served_name: str) -> dict[str, Any]:
+    """`url`, `address.url` and `endpoint` of a model served at `url` (inside the cluster at
+    `cluster_url`)."""
+    return {"url": url, "address": {"url": cluster_url}, "endpoint": f"{url}/v2/models/{served_name}/infer"}

@@ -10,6 +10,7 @@ import aiohttp
 
 from slice_runtime import calls
 from slice_runtime.gateway.core import SliceCallError
+from slice_runtime.probes import SLICE_CHECK_SECONDS
 
 
 class HttpSlices:
@@ -47,7 +48,7 @@ class HttpSlices:
     async def ready(self, slice_id: str) -> bool:
         try:
             async with self.session.get(
-                f"{self.endpoints[slice_id]}/health/ready", timeout=aiohttp.ClientTimeout(total=2.0)
+                f"{self.endpoints[slice_id]}/health/ready", timeout=aiohttp.ClientTimeout(total=SLICE_CHECK_SECONDS)
             ) as response:
                 return response.status == 200
         except (TimeoutError, aiohttp.ClientError):

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from slice_runtime.store.base import Transport
 
 ACCEPTED_URLS = "redis://[:password@]host:port/db, rediss://... (TLS), unix:///path/to/redis.sock or shm"
+# How long a transport waits to connect (a readiness check's ping waits this long at most).
+CONNECT_TIMEOUT_SECONDS = 1.0
 
 
 def open_transport(
@@ -19,7 +21,7 @@ def open_transport(
     namespace: str,
     model: str,
     *,
-    connect_timeout: float = 1.0,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     op_timeout: float = 5.0,
     max_connections: int = 256,
 ) -> Transport:
@@ -48,4 +50,4 @@ def open_transport(
     raise ValueError(f"unsupported store URL ({shown}); use {ACCEPTED_URLS}")
 
 
-__all__ = ["ACCEPTED_URLS", "Transport", "open_transport"]
+__all__ = ["ACCEPTED_URLS", "CONNECT_TIMEOUT_SECONDS", "Transport", "open_transport"]

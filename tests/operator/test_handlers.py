@@ -19,7 +19,7 @@ from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, PARTITIONED_MODELS
 from mopar.operator.names import HASH_ANNOTATION, slice_name
 from mopar.operator.spec import parse
 from tests.support.cluster import MODEL, NS, Cluster, VersionedEmulator, eventually
-from tests.support.validation import validate_object
+from tests.support.validation import printer_columns, validate_object, validate_partitioned_model
 
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
 
@@ -63,8 +63,19 @@ async def test_create_prepares_deploys_on_knative_and_becomes_ready(cluster: Clu
     assert status["sliceCount"] == len(status["slices"]) == len(services) - 1
     assert all(s["readyReplicas"] == 1 for s in status["slices"])
 
-    secret = cluster.objects("v1/secrets")["resnet-redis"]  # the operator's Redis, for this model's pods
-    assert base64.b64decode(secret["data"]["url"]).decode() == cluster.redis_url
+    assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] and c["reason"] for c in status["conditions"])
+    assert len({c["type"] for c in status["conditions"]}) == 5  # a list-map keyed by type
+    validate_partitioned_model(pm)  # the status too: metav1.Condition's schema in the CRD
+    columns = printer_columns(pm)  # `kubectl get pm`
+    assert (columns["Ready"], columns["Phase"], columns["Slices"]) == ("True", "Ready", str(status["sliceCount"]))
+    assert columns["URL"] == status["url"] and columns["Endpoint"] == status["endpoint"]
+    assert status["url"] == f"http://resnet.{NS}.example.com"  # Knative's route
+    assert status["address"]["url"] == f"http://resnet.{NS}.svc.cluster.local"
+
+    # The operator's Redis, as this model's own user: a real connection with the pods' URL works.
+    secret = cluster.objects("v1/secrets")["resnet-redis"]
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    assert url.startswith("redis://mopar-models.resnet:") and redis.Redis.from_url(url).ping()
     plan = cluster.objects("v1/configmaps")["resnet-plan"]
     for obj in [job, plan, *services.values()]:
         assert obj["metadata"]["ownerReferences"][0]["uid"] == pm["metadata"]["uid"]
@@ -75,8 +86,8 @@ async def test_create_prepares_deploys_on_knative_and_becomes_ready(cluster: Clu
     assert memory == f"{status['slices'][0]['memoryMiB']}Mi"  # right-sized from the plan
 
     assert _events(cluster, "Preparing") and _events(cluster, "Deployed") and _events(cluster, "Ready")
-    # The slice files went to the artifact store, by sha256.
-    stored = redis.Redis.from_url(cluster.redis_url).keys(f"mopar:{NS}:artifact:*")
+    # The slice files went to the artifact store, by sha256, under the model's own scope.
+    stored = redis.Redis.from_url(cluster.redis_url).keys(f"mopar:{NS}.resnet:artifact:*")
     assert stored
 
 
@@ -129,30 +140,65 @@ async def test_without_knative_slices_run_as_deployments_with_autoscalers(cluste
         await cluster.kube.patch(DEPLOYMENTS, NS, name, {"spec": {"replicas": 3}})  # as the HPA scales out
     await cluster.kube.patch(PARTITIONED_MODELS, NS, "resnet",
                              {"metadata": {"generation": 2}, "spec": {"autoscaling": {"maxScale": 7}}})  # fmt: skip
-    await eventually(lambda: all(a["spec"]["maxReplicas"] == 7
-                                  for a in cluster.objects("autoscaling/v2/horizontalpodautoscalers").values()),
-                      what="maxReplicas 7 on every autoscaler")  # fmt: skip
+
+    def autoscalers(component: str) -> list[dict[str, Any]]:
+        return [a for a in cluster.objects("autoscaling/v2/horizontalpodautoscalers").values()
+                if a["metadata"]["labels"]["app.kubernetes.io/component"] == component]  # fmt: skip
+
+    await eventually(lambda: all(a["spec"]["maxReplicas"] == 7 for a in autoscalers("slice")),
+                     what="maxReplicas 7 on every slice's autoscaler")  # fmt: skip
+    assert [a["spec"]["maxReplicas"] for a in autoscalers("gateway")] == [10]  # the gateway sizes itself
     assert all(d["spec"]["replicas"] == 3 for d in cluster.objects("apps/v1/deployments").values())
 
 
-async def test_an_autoscaling_change_patches_the_services_and_prepares_nothing(cluster: Cluster) -> None:
-    await cluster.apply_model("resnet", {"model": {"storageUri": MODEL}})
+DELAY = "autoscaling.knative.dev/scale-down-delay"
+
+
+def _annotations(cluster: Cluster, component: str) -> list[dict[str, str]]:
+    return [s["spec"]["template"]["metadata"]["annotations"]
+            for s in cluster.objects("serving.knative.dev/v1/services").values()
+            if s["metadata"]["labels"]["app.kubernetes.io/component"] == component]  # fmt: skip
+
+
+def _writes(cluster: Cluster, since: int) -> list[tuple[str, str]]:
+    """Writes to anything but the models themselves (their status) and Events."""
+    return [(m, p) for m, p in cluster.requests(since) if m in ("post", "put", "patch", "delete")
+            and "/partitionedmodels/" not in p and not p.endswith("/events")]  # fmt: skip
+
+
+async def test_an_autoscaling_change_patches_the_slices_removes_what_it_no_longer_sets(cluster: Cluster) -> None:
+    await cluster.apply_model("resnet", {"model": {"storageUri": MODEL}, "autoscaling": {"scaleDownDelay": "30s"}})
     await cluster.play_prepare_job("resnet")
     await _until_ready(cluster, "resnet", "knative")
+    assert all(a[DELAY] == "30s" for a in _annotations(cluster, "slice"))
     before = len(cluster.requests())
-    await cluster.kube.patch(PARTITIONED_MODELS, NS, "resnet",
-                             {"metadata": {"generation": 2}, "spec": {"autoscaling": {"maxScale": 7}}})  # fmt: skip
+    # The user drops scaleDownDelay (a merge patch's null) and raises maxScale.
+    await cluster.kube.patch(PARTITIONED_MODELS, NS, "resnet", {"metadata": {"generation": 2},
+                             "spec": {"autoscaling": {"maxScale": 7, "scaleDownDelay": None}}})  # fmt: skip
 
-    def patched() -> bool:
-        services = cluster.objects("serving.knative.dev/v1/services").values()
-        return all(s["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] == "7"
-                   for s in services)  # fmt: skip
+    def converged() -> bool:
+        return all(a["autoscaling.knative.dev/max-scale"] == "7" and DELAY not in a
+                   for a in _annotations(cluster, "slice"))  # fmt: skip
 
-    await eventually(patched, what="max-scale 7 on every service")
+    await eventually(converged, what="max-scale 7 and no scale-down-delay on every slice")
+    assert [a["autoscaling.knative.dev/max-scale"] for a in _annotations(cluster, "gateway")] == ["10"]
     later = cluster.requests(before)
     assert len(cluster.jobs("resnet")) == 1  # no second prepare
     assert not [(m, p) for m, p in later if m in ("post", "delete") and "/services" in p]  # nothing recreated
     assert any(m == "patch" and "serving.knative.dev" in p for m, p in later)
+
+    # A reconcile that finds every object as it wants it writes none.
+    mark = len(cluster.requests())
+    await cluster.kube.patch(
+        PARTITIONED_MODELS, NS, "resnet", {"metadata": {"generation": 3}, "spec": {"serving": "knative"}}
+    )  # the same path
+    await eventually(lambda: _observed(cluster, "resnet", 3), what="generation 3 reconciled")
+    assert _writes(cluster, mark) == []
+
+
+async def _observed(cluster: Cluster, name: str, generation: int) -> bool:
+    pm = await cluster.model(name)
+    return pm.get("status", {}).get("observedGeneration") == generation
 
 
 async def test_a_model_change_re_prepares_and_rolls_the_slices(cluster: Cluster) -> None:
@@ -183,11 +229,14 @@ async def test_delete_removes_the_models_tensors_and_files_from_redis(cluster: C
     await cluster.play_prepare_job("resnet")
     await _until_ready(cluster, "resnet", "knative")
     store = redis.Redis.from_url(cluster.redis_url)
-    store.set(f"mopar:{NS}:resnet:abc123:input", b"left by a request")  # as a gateway would
-    assert store.keys(f"mopar:{NS}:*")
+    store.set(f"mopar:{NS}.resnet:resnet:abc123:input", b"left by a request")  # as a gateway would
+    store.set(f"mopar:{NS}.other:other:abc123:input", b"another model's")
+    assert store.keys(f"mopar:{NS}.resnet:*") and store.acl_getuser("mopar-models.resnet")
     await cluster.kube._request("DELETE", PARTITIONED_MODELS.path(NS, "resnet"))
     await eventually(lambda: _gone(cluster, "resnet"), what="the model gone")
-    assert store.keys(f"mopar:{NS}:*") == []
+    assert store.keys(f"mopar:{NS}.resnet:*") == []
+    assert store.keys(f"mopar:{NS}.*") == [f"mopar:{NS}.other:other:abc123:input".encode()]
+    assert store.acl_getuser("mopar-models.resnet") is None  # its Redis user is gone too
 
 
 async def _gone(cluster: Cluster, name: str) -> bool:
@@ -202,7 +251,6 @@ async def test_an_operator_restart_resumes_without_duplicating_work(cluster: Clu
     mark = len(cluster.requests())
     await cluster.start_operator()
     await asyncio.sleep(2.0)  # let it resume and look at everything
-    later = cluster.requests(mark)
     assert len(cluster.jobs("resnet")) == 1
-    assert not [(m, p) for m, p in later if m in ("post", "delete") and not p.endswith("/events")]
+    assert _writes(cluster, mark) == []  # it looked at everything and changed nothing
     assert (await cluster.model("resnet"))["status"]["phase"] == "Ready"

@@ -70,7 +70,7 @@ def test_runs_as_the_user_the_chart_and_operator_expect_with_tmp_for_writes() ->
         OperatorSettings(),
     )[0]
     spec = pod["spec"]["template"]["spec"]
-    assert spec["securityContext"]["runAsUser"] == 10001
+    assert spec["containers"][0]["securityContext"]["runAsUser"] == 10001  # Knative: the container's own
     assert {"name": "tmp", "mountPath": "/tmp"} in spec["containers"][0]["volumeMounts"]  # read-only root: /tmp
     values = yaml.safe_load((ROOT / "charts" / "mopar" / "values.yaml").read_text())
     exposed = {int(p) for line in _instructions(final, "EXPOSE") for p in line.split()}

@@ -53,6 +53,7 @@ class VersionedEmulator(kmock.KubernetesEmulator):
 
 
 NS = "models"
+TEST_AGENT = "mopar-tests"
 # The operator serves /metrics once per process (a restarted operator keeps the endpoint), so
 # every operator of this test session uses one port.
 METRICS_PORT = free_port()
@@ -60,6 +61,7 @@ MODEL = "zoo://resnet50?scale=0.25&image=64"
 RESOURCES = {
     "mopar.dev/v1alpha1/partitionedmodels": ("PartitionedModel", {"status"}),
     "v1/namespaces": ("Namespace", set()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", set()),
     "v1/events": ("Event", set()),
     "v1/configmaps": ("ConfigMap", set()),
     "v1/secrets": ("Secret", set()),
@@ -69,6 +71,7 @@ RESOURCES = {
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", {"status"}),
 }
 KNATIVE = {"serving.knative.dev/v1/services": ("Service", {"status"})}
+CLUSTER_SCOPED = {"v1/namespaces", "apiextensions.k8s.io/v1/customresourcedefinitions"}
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -89,21 +92,26 @@ class Cluster:
 
     def __init__(self, api: kmock.KubernetesEmulator, redis_url: str, work: Path) -> None:
         self.api, self.redis_url, self.work = api, redis_url, work
-        self.kube = KubeClient(str(api.url))
+        self.kube = KubeClient(str(api.url), user_agent=TEST_AGENT)  # the tests' own requests, told apart
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.metrics_port = 0  # where the operator serves /metrics (it starts that once per process)
+        self.health_port = 0  # where it serves /healthz, as `mopar operator --health-port` does
 
-    async def start_operator(self) -> None:
+    async def start_operator(self, clusterwide: bool = False) -> None:
         """Kopf in a thread with its own event loop, as `mopar operator` runs it: at shutdown Kopf
-        cancels every task left in its loop, and the test's own tasks must not be among them."""
+        cancels every task left in its loop, and the test's own tasks must not be among them.
+        Cluster-wide, it scans the cluster's resources and namespaces as it does in production;
+        serving listed namespaces, it has no cluster-wide permissions to scan with."""
         settings = kopf.OperatorSettings()
-        settings.scanning.disabled = True
+        settings.scanning.disabled = not clusterwide
         settings.peering.standalone = True
         settings.watching.reconnect_backoff = 0.1
         self.stop, ready = threading.Event(), threading.Event()
-        operator = kopf.operator(namespaces=[NS], settings=settings, stop_flag=self.stop, ready_flag=ready,
-                                 standalone=True)  # fmt: skip
+        self.health_port = free_port()
+        operator = kopf.operator(clusterwide=clusterwide, namespaces=[] if clusterwide else [NS], settings=settings,
+                                 stop_flag=self.stop, ready_flag=ready, standalone=True,
+                                 liveness_endpoint=f"http://127.0.0.1:{self.health_port}/healthz")  # fmt: skip
         self.thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
         self.thread.start()
         assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
@@ -186,12 +194,15 @@ class Cluster:
 @pytest.fixture
 async def cluster(kmock: kmock.KubernetesEmulator, redis_url: str, tmp_path: Path, monkeypatch,
                   request) -> AsyncIterator[Cluster]:  # fmt: skip
+    # `knative` (the default) or `no-knative`; `-clusterwide` runs the operator as it runs serving
+    # every namespace.
+    param = getattr(request, "param", "knative")
     resources = dict(RESOURCES)
-    if getattr(request, "param", "knative") == "knative":
+    if param.startswith("knative"):
         resources.update(KNATIVE)
     for key, (kind, subresources) in resources.items():
         kmock.resources[key] = kmock.ResourceInfo(
-            kind=kind, namespaced=key != "v1/namespaces", subresources=subresources,
+            kind=kind, namespaced=key not in CLUSTER_SCOPED, subresources=subresources,
             verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
         )  # fmt: skip
     monkeypatch.setenv("MOPAR_POLL_SECONDS", "0.3")  # the readiness check's interval, read at start-up
@@ -201,7 +212,7 @@ async def cluster(kmock: kmock.KubernetesEmulator, redis_url: str, tmp_path: Pat
     monkeypatch.setenv("MOPAR_METRICS_PORT", str(METRICS_PORT))
     cluster = Cluster(kmock, redis_url, tmp_path)
     cluster.metrics_port = METRICS_PORT
-    await cluster.start_operator()
+    await cluster.start_operator(clusterwide=param.endswith("-clusterwide"))
     yield cluster
     if cluster.thread is not None:
         await cluster.stop_operator()

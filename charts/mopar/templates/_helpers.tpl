@@ -33,6 +33,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+A model's gateway name, as the operator's names.gateway_name gives it (from helmTest.model):
+the model's name on Knative, NAME-gateway without it; lowercase, '.' and '_' as '-'; over 49
+characters, 40 of them and 8 hex digits of the sha256 of the whole.
+*/}}
+{{- define "mopar.gatewayName" -}}
+{{- $name := lower .name | replace "." "-" | replace "_" "-" -}}
+{{- if eq .serving "deployment" }}{{ $name = printf "%s-gateway" $name }}{{ end -}}
+{{- if gt (len $name) 49 -}}
+{{- printf "%s-%s" (regexReplaceAll "-+$" (trunc 40 $name) "") (sha256sum $name | trunc 8) -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mopar.redisName" -}}
 {{- printf "%s-redis" (include "mopar.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -41,30 +56,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "mopar.redisName" .) .Values.redis.existingSecret -}}
 {{- end -}}
 
-{{/* The rules the operator needs in each namespace it serves. */}}
+{{/*
+The rules the operator needs in each namespace it serves: exactly the requests it makes
+(tests/operator/test_rbac.py derives them from a whole lifecycle and compares). Kopf lists,
+watches and patches the models (finalizers, progress, status) and posts Events; `apply` gets,
+creates and patches what the operator owns (repairing edits), stale serving objects are
+listed and deleted, prepare Jobs are created and read, and a spec's own Redis Secret is read.
+*/}}
 {{- define "mopar.operatorRules" -}}
 - apiGroups: ["mopar.dev"]
   resources: ["partitionedmodels"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["mopar.dev"]
   resources: ["partitionedmodels/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: [""]
-  resources: ["configmaps", "secrets", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["configmaps", "secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["serving.knative.dev"]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end -}}
