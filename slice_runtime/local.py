@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -81,6 +82,7 @@ class LocalServer:
     limits: lifecycle.Limits = field(default_factory=lifecycle.Limits)
     store_timeout: float = 5.0
     store_connections: int = 256
+    grpc_port: int | None = None  # also serve the V2 gRPC service there
 
     def __post_init__(self) -> None:
         self.manifest = manifests.load(self.directory)
@@ -90,6 +92,7 @@ class LocalServer:
             e.id: WorkerProcess(e.id, free_port(), self.log_dir / f"worker-{e.id}.log") for e in self.manifest.slices
         }
         self._runner: web.AppRunner | None = None
+        self._rpc: Any = None  # the gRPC server (grpc.aio.Server), when one is asked for
         self._app = web.Application()
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -191,6 +194,16 @@ class LocalServer:
         )
         self._app = build_app(self.plane, self.max_body_bytes, self.limits)
         self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
+        if self.grpc_port is not None:
+            from slice_runtime.gateway import grpcserver  # grpc is loaded only when asked for
+
+            try:
+                self._rpc = await grpcserver.start(
+                    self.plane, self._app[DRAIN], self.host, self.grpc_port, self.max_body_bytes
+                )
+            except BaseException:
+                await self.stop(grace=0)
+                raise
         self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def stop(self, grace: float | None = None) -> None:
@@ -203,6 +216,8 @@ class LocalServer:
             self._supervisor.cancel()
         if self._runner is not None:
             await lifecycle.stop(self._runner, self._app[DRAIN], grace)
+        if self._rpc is not None:
+            await self._rpc.stop(1.0)
         for worker in self.workers.values():
             if worker.process is not None and worker.process.stdin is not None:
                 worker.process.stdin.close()  # the worker finishes its runs and exits
@@ -228,6 +243,7 @@ def main(args: argparse.Namespace) -> int:
         limits=lifecycle.limits_from(args),
         store_timeout=args.store_timeout,
         store_connections=args.store_connections,
+        grpc_port=args.grpc_port,
     )
 
     async def serve() -> None:
@@ -241,6 +257,8 @@ def main(args: argparse.Namespace) -> int:
         for worker in server.workers.values():
             assert worker.process is not None
             print(f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid})", file=sys.stderr, flush=True)
+        if server.grpc_port is not None:
+            print(f"gRPC at {server.host}:{server.grpc_port}", file=sys.stderr, flush=True)
         print(
             f"serving {server.plane.name} at {server.url}/v2/models/{server.plane.name}/infer; Ctrl-C stops",
             file=sys.stderr,

@@ -147,6 +147,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=env_str("MOPAR_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=PORT, default=env_int("MOPAR_PORT", 8080, 0))
     parser.add_argument(
+        "--grpc-port",
+        type=PORT,
+        default=env_int("MOPAR_GRPC_PORT", 0, 0) or None,
+        help="also serve the V2 gRPC service on this port (default: none; $MOPAR_GRPC_PORT)",
+    )
+    parser.add_argument(
         "--request-timeout", type=number(float, 0.1), default=env_float("MOPAR_REQUEST_TIMEOUT", 60.0, 0.1)
     )
     parser.add_argument("--call-timeout", type=number(float, 0.1), default=env_float("MOPAR_CALL_TIMEOUT", 30.0, 0.1))
@@ -199,6 +205,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "off the command line)",
     )
     parser.add_argument("--port", type=PORT, default=8080, help="gateway port (default 8080)")
+    parser.add_argument("--grpc-port", type=PORT, help="also serve the V2 gRPC service on this port (default: none)")
     parser.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     parser.add_argument("--threads", type=COUNT, default=1, help="onnxruntime threads per worker (default 1)")
     parser.add_argument("--name", help="model name (default: the manifest's)")

@@ -22,7 +22,12 @@ from slice_runtime.errors import InvalidInput
 from slice_runtime.tensors import TensorSpec, dtype_of_v2, v2_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# Exactly this, no `; charset=...`: KServe's client reads an error's text only for this type.
 JSON_TYPE = "application/json"
+# The one version of a model a gateway serves: what its metadata reports, and what the
+# `/versions/{version}` routes and gRPC `model_version` accept (besides none at all).
+MODEL_VERSION = "1"
+EXTENSIONS = ["binary_tensor_data"]
 BINARY_TYPE = "application/octet-stream"
 
 
@@ -129,7 +134,7 @@ def _flag(parameters: Mapping[str, Any], key: str, output: str | None) -> bool:
     return value
 
 
-def _shape(name: str, shape: Any) -> tuple[list[int], int]:
+def tensor_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """The shape and its element count, exactly (Python integers: no product wraps to 0)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidInput(f"input {name!r} needs a 'shape' of non-negative integers")
@@ -147,7 +152,7 @@ def _input_tensor(item: Any, binary: memoryview, offset: int) -> tuple[np.ndarra
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input needs a 'name'")
     name = item["name"]
-    shape, count = _shape(name, item.get("shape"))
+    shape, count = tensor_shape(name, item.get("shape"))
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidInput(f"input {name!r} needs a 'datatype' string")
@@ -217,7 +222,7 @@ def encode_response(
     check_outputs(request, specs)
     names = request.requested if request.requested is not None else [s.name for s in specs]
     items, chunks = _tensors({n: outputs[n] for n in names}, request.binary)
-    document: dict[str, Any] = {"model_name": model, "outputs": items}
+    document: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION, "outputs": items}
     if request.id is not None:
         document["id"] = request.id
     return _body(document, chunks)
@@ -270,7 +275,7 @@ def model_metadata(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Te
 
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnxruntime_onnx",
         "inputs": tensors(inputs),
         "outputs": tensors(outputs),

@@ -104,9 +104,12 @@ class DataPlane:
     def metadata(self) -> dict[str, Any]:
         return v2.model_metadata(self.name, self.manifest.inputs, self.manifest.outputs)
 
-    def check_model(self, name: str) -> None:
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """ModelNotFound unless `name` (and `version`, when one is given) is the model served here."""
         if name != self.name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+        if version and version != v2.MODEL_VERSION:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; its only version is {v2.MODEL_VERSION!r}")
 
     async def _check_ready(self) -> bool:
         """The store answers and every slice is ready."""
