@@ -215,6 +215,21 @@ def check_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) 
             raise InvalidInput(problem)
 
 
+def check_batch(inputs: Mapping[str, np.ndarray], batch_inputs: Sequence[str], max_batch: int | None) -> int:
+    """The request's batch: the leading dimension of the batch inputs, the same in each, from 1 up
+    to `max_batch` (1 for a model without a variable batch); InvalidInput otherwise."""
+    if max_batch is None or not batch_inputs:
+        return 1
+    batches = {name: int(inputs[name].shape[0]) for name in batch_inputs}
+    if len(set(batches.values())) > 1:
+        shown = ", ".join(f"{name} {size}" for name, size in batches.items())
+        raise InvalidInput(f"the batch inputs disagree on the batch: {shown}")
+    batch = next(iter(batches.values()))
+    if not 1 <= batch <= max_batch:
+        raise InvalidInput(f"a batch of {batch}: this model takes batches of 1 to {max_batch}")
+    return batch
+
+
 def encode_response(
     model: str, request: InferRequest, outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 ) -> tuple[bytes, dict[str, str]]:

@@ -284,7 +284,7 @@ def bench(
     chosen = {"whole": whole_plan, "partitioned": plan}
     manifests_by_label: dict[str, manifests.Manifest] = {}
     for label, which in chosen.items():
-        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes)
+        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes, profile.batch)
         manifests_by_label[label] = slice_model(model, data, work / label)
     model_file = work / "model.onnx"
     model_file.write_bytes(model.serialized())

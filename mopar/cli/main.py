@@ -87,6 +87,13 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
         "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
     )
     plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
+    plan.add_argument(
+        "--max-batch",
+        type=COUNT,
+        metavar="N",
+        help="largest batch a request may carry, for a model with a symbolic batch: slices are sized for it "
+        "(default: the batch profiled, 1 unless --input-shape says otherwise)",
+    )
     cores = os.cpu_count() or 1
     plan.add_argument(
         "--cores",

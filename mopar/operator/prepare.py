@@ -55,7 +55,7 @@ def plan_spec(
     )
     plan = plan_model(model, profile, constraints, spec.pricing)
     shapes = {k: list(v) for k, v in spec.input_shapes.items()}
-    return model, profile, planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)
+    return model, profile, planfile.to_json(plan, profile.model, profile.tensor_specs, shapes, profile.batch)
 
 
 async def prepare(

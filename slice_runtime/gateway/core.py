@@ -122,8 +122,13 @@ class DataPlane:
             ok = False
         return ok
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def check(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """The request's batch, once its inputs are checked against the model's (InvalidInput)."""
         v2.check_inputs(inputs, self.manifest.inputs)
+        return v2.check_batch(inputs, self.manifest.batch_inputs, self.manifest.max_batch_size)
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check(inputs)
         request_id = uuid.uuid4().hex
         frames = {name: codec.encode(array, self.input_codec) for name, array in inputs.items()}
         # Frames that fit travel inside the calls (`calls`); the others go through the store.

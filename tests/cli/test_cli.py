@@ -34,9 +34,9 @@ def test_every_subcommand_has_help(path: list[str], capsys) -> None:
     assert "usage: mopar" in capsys.readouterr().out
 
 
-def _symbolic_model(path: Path) -> Path:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+def _symbolic_model(path: Path, features: int | str = 4) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", features])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -71,8 +71,9 @@ def test_random_bytes_are_not_onnx(tmp_path) -> None:
 
 
 def test_symbolic_input_without_input_shape(tmp_path) -> None:
-    path = _symbolic_model(tmp_path / "dynamic.onnx")
-    _assert_one_line_error(run_cli("profile", str(path)), "'x'", "symbolic", "--input-shape x=")
+    """A symbolic leading dimension is the batch (profiled at 1); any other needs --input-shape."""
+    path = _symbolic_model(tmp_path / "dynamic.onnx", features="features")
+    _assert_one_line_error(run_cli("profile", str(path)), "'x'", "symbolic", "(1xfeatures)", "--input-shape x=")
 
 
 def test_symbolic_input_with_input_shape_profiles(tmp_path) -> None:
