@@ -37,6 +37,7 @@ from slice_runtime import calls, loops
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, SettingError
 from slice_runtime.gateway import lifecycle
+from slice_runtime.gateway.batching import BatchingPolicy, policy_from
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
 from slice_runtime.gateway.http import DRAIN, build_app
@@ -83,6 +84,7 @@ class LocalServer:
     store_timeout: float = 5.0
     store_connections: int = 256
     grpc_port: int | None = None  # also serve the V2 gRPC service there
+    batching: BatchingPolicy | None = None  # dynamic batching (None: off)
 
     def __post_init__(self) -> None:
         self.manifest = manifests.load(self.directory)
@@ -183,15 +185,21 @@ class LocalServer:
             await store.close()
             await self.stop()
             raise
-        self.plane = DataPlane(
-            self.manifest,
-            store,
-            HttpSlices({sid: w.url for sid, w in self.workers.items()}),
-            name=self.name,
-            retry=self.retry,
-            request_timeout=self.request_timeout,
-            inline_limit=self.inline_limit,
-        )
+        try:
+            self.plane = DataPlane(
+                self.manifest,
+                store,
+                HttpSlices({sid: w.url for sid, w in self.workers.items()}),
+                name=self.name,
+                retry=self.retry,
+                request_timeout=self.request_timeout,
+                inline_limit=self.inline_limit,
+                batching=self.batching,
+            )
+        except SettingError:  # a model dynamic batching cannot merge
+            await store.close()
+            await self.stop(grace=0)
+            raise
         self._app = build_app(self.plane, self.max_body_bytes, self.limits)
         self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
         if self.grpc_port is not None:
@@ -244,6 +252,7 @@ def main(args: argparse.Namespace) -> int:
         store_timeout=args.store_timeout,
         store_connections=args.store_connections,
         grpc_port=args.grpc_port,
+        batching=policy_from(args),
     )
 
     async def serve() -> None:

@@ -15,6 +15,7 @@ from slice_runtime import manifest as manifests
 from slice_runtime.config import env_str
 from slice_runtime.errors import SettingError
 from slice_runtime.gateway import lifecycle
+from slice_runtime.gateway.batching import policy_from
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
 from slice_runtime.gateway.http import DRAIN, build_app
@@ -63,6 +64,7 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
         request_timeout=args.request_timeout,
         ttl_seconds=args.ttl,
         inline_limit=args.inline_kb * 1024,
+        batching=policy_from(args),
     )
 
 

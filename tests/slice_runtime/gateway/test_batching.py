@@ -1,12 +1,14 @@
 """Any batch size: a ResNet exported with a symbolic batch axis, profiled at batch 1, cut into
 slices that keep the axis symbolic, served by real workers, answers every batch from 1 to its
-maximum as the whole model does; beyond it, a 400."""
+maximum as the whole model does; beyond it, a 400. Dynamic batching: concurrent requests share
+one run of the slices, and each gets the answer it gets alone."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -15,6 +17,7 @@ import pytest
 from mopar.model import zoo
 from slice_runtime import manifest as manifests
 from slice_runtime import v2
+from slice_runtime.gateway.batching import BatchingPolicy
 from slice_runtime.local import LocalServer, free_port
 from slice_runtime.sessions import open_session
 from tests.support import ServerThread
@@ -86,3 +89,45 @@ def test_a_batch_beyond_the_maximum_is_refused(served) -> None:
     status, body, _ = infer(served.server.url, images(MAX_BATCH + 1, seed=0))
     assert status == 400
     assert json.loads(body)["error"] == f"a batch of 9: this model takes batches of 1 to {MAX_BATCH}"
+
+
+@pytest.fixture(scope="module")
+def batching(slices):  # type: ignore[no-untyped-def]
+    """The same slices behind a gateway that batches: a request waits up to a second for others
+    (a full batch goes at once, so the test does not wait it out)."""
+    policy = BatchingPolicy(max_queue_delay_microseconds=1_000_000)
+    thread = ServerThread(LocalServer(slices, transport="shm", port=free_port(), name=MODEL, batching=policy))
+    yield thread
+    thread.stop()
+
+
+def runs(server: LocalServer) -> int:
+    """Runs of the first slice, from its worker's /stats: one per batch."""
+    with urllib.request.urlopen(f"{server.workers['s0'].url}/stats", timeout=10) as response:
+        return int(json.loads(response.read())["runs"])
+
+
+def test_concurrent_requests_are_merged_and_each_answer_is_its_own(served, batching) -> None:
+    requests = [images(batch, seed=10 + i) for i, batch in enumerate((3, 1, 2, 1, 1))]  # 8 in all
+    alone = [infer(served.server.url, feeds) for feeds in requests]
+    before = runs(batching.server)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda feeds: infer(batching.server.url, feeds), requests))
+    assert runs(batching.server) - before == 1 and batching.server.plane.batcher.batches == 1
+    for (status, body, headers), (_, reference, reference_headers) in zip(together, alone):
+        assert status == 200, body
+        got = v2.decode_response(body, headers.get(v2.HEADER_LENGTH))["logits"]
+        want = v2.decode_response(reference, reference_headers.get(v2.HEADER_LENGTH))["logits"]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_request_alone_goes_once_its_delay_is_over(slices) -> None:
+    policy = BatchingPolicy(max_queue_delay_microseconds=20_000)
+    thread = ServerThread(LocalServer(slices, transport="shm", port=free_port(), name=MODEL, batching=policy))
+    try:
+        status, body, _ = infer(thread.server.url, images(2, seed=3))
+        assert status == 200, body
+        assert thread.server.plane.batcher.batches == 1
+    finally:
+        thread.stop()
