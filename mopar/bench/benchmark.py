@@ -6,7 +6,11 @@ peer, ...), so the machine's drift hits all three alike:
 - `peer`: the model whole in plain onnxruntime with its default options (`peer`), timed at
   `run()` in a process of its own: what a user would run instead;
 - `whole`: the model as one slice behind mopar's gateway (`slice_runtime.local`);
-- `partitioned`: the plan's slices, one worker process each, behind the same gateway.
+- `partitioned`: the plan's slices, one worker process each, behind the same gateway;
+- with `batching`, `whole+batching` and `partitioned+batching`: the same two with the
+  gateway's dynamic batching on (`slice_runtime.gateway.batching`), for a model with a
+  symbolic batch planned with a maximum batch of 2 or more. Their functions' figures are
+  per request: a run serves several, so its time and fee are shared among them.
 
 Reported per serving: latency percentiles and throughput; per function its measured peak RSS
 and median handling time (read + compute + write, what a platform bills); from those, per
@@ -46,12 +50,14 @@ from mopar.profile.profiler import Profile, machine_facts
 from mopar.slice.slicer import slice_model
 from slice_runtime import manifest as manifests
 from slice_runtime import v2
+from slice_runtime.gateway.batching import BatchingPolicy
 from slice_runtime.local import LocalServer, free_port
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
 
 TABLES = ("lambda", "lambda-cpu-scaled", "knative")
 SERVINGS = ("peer", "whole", "partitioned")
+BATCHED = "+batching"  # the label suffix of a serving with dynamic batching
 Report = Callable[[str, int, int], None]
 
 
@@ -63,13 +69,17 @@ class Served:
     busy_s: float = 0.0  # wall time of its turns: throughput is requests / busy
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # per slice id, the worker's /stats
     mismatches: int = 0
+    runs_before: dict[str, int] = field(default_factory=dict)  # per slice id, runs of the warm-up
 
 
 class MoparServing:
     """A sliced model behind a local gateway, driven over HTTP as a client would."""
 
-    def __init__(self, directory: Path, transport: str, label: str) -> None:
-        self.server = LocalServer(directory, transport=transport, port=free_port(), namespace=f"bench-{label}")
+    def __init__(self, directory: Path, transport: str, label: str, batching: BatchingPolicy | None = None) -> None:
+        namespace = f"bench-{label.replace('+', '-')}"
+        self.server = LocalServer(
+            directory, transport=transport, port=free_port(), namespace=namespace, batching=batching
+        )
         self.label = label
         self.served = Served()
 
@@ -106,7 +116,9 @@ class MoparServing:
 
     async def worker_stats(self, reset: bool = False) -> None:
         for slice_id, worker in self.server.workers.items():
-            if reset:
+            if reset:  # a reset clears the medians and bytes, not the count of runs
+                async with self.session.get(f"{worker.url}/stats") as response:
+                    self.served.runs_before[slice_id] = int((await response.json())["runs"])
                 async with self.session.post(f"{worker.url}/stats/reset"):
                     pass
             else:
@@ -151,11 +163,19 @@ async def _alternate(
 
 
 async def _serve_all(
-    model_file: Path, directories: Mapping[str, Path], transport: str, threads: int, **drive: Any
+    model_file: Path,
+    directories: Mapping[str, Path],
+    transport: str,
+    threads: int,
+    batching: BatchingPolicy | None = None,
+    **drive: Any,
 ) -> tuple[dict[str, Served], dict[str, Any]]:
     body, headers = drive.pop("body"), drive.pop("headers")
     peer = await asyncio.to_thread(Peer, model_file, threads)
-    mopar = [MoparServing(directories[label], transport, label) for label in ("whole", "partitioned")]
+    labels = ("whole", "partitioned")
+    mopar = [MoparServing(directories[label], transport, label) for label in labels]
+    if batching is not None:
+        mopar += [MoparServing(directories[label], transport, label + BATCHED, batching) for label in labels]
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             for serving in mopar:
@@ -170,8 +190,9 @@ async def _serve_all(
     return {"peer": peer_served, **{s.label: s.served for s in mopar}}, peer_stats
 
 
-def _functions(plan: Plan, manifest: manifests.Manifest, served: Served) -> list[dict[str, Any]]:
-    """One row per function (slice or sub-slice): measured RSS and time, planned touch."""
+def _functions(plan: Plan, manifest: manifests.Manifest, served: Served, requests: int) -> list[dict[str, Any]]:
+    """One row per function (slice or sub-slice): measured RSS and time, planned touch, and the
+    runs a request costs it (1 unless dynamic batching shares runs among requests)."""
     by_group: dict[str, Option] = {manifests.slice_id(i): option for i, option in enumerate(plan.slices)}
     rows = []
     for entry in manifest.slices:
@@ -187,6 +208,7 @@ def _functions(plan: Plan, manifest: manifests.Manifest, served: Served) -> list
                 "read_ms": stats["read_ms"],
                 "write_ms": stats["write_ms"],
                 "runs": stats["runs"],
+                "runs_per_request": round((stats["runs"] - served.runs_before.get(entry.id, 0)) / max(requests, 1), 4),
                 "bytes_raw": stats["read_raw_bytes"] + stats["write_raw_bytes"],
                 "bytes_compressed": stats["read_wire_bytes"] + stats["write_wire_bytes"],
                 "touched_byte_ms": option.touched_byte_ms / option.parts * measured_ms / max(option.duration_ms, 1e-9),
@@ -209,17 +231,18 @@ def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> 
         "resource_efficiency": {},
         "mismatched_outputs": served.mismatches,
     }
+    share = [f.get("runs_per_request", 1.0) for f in functions]  # a batched run is shared
     for name in TABLES:
         table = pricing.load(name)
         memory = [table.allocate_mb(f["rss_mb"]) for f in functions]
         figures["memory_mb"][name] = memory
         figures["gb_seconds"][name] = round(
-            sum(table.gb_seconds(m, f["time_ms"]) for m, f in zip(memory, functions)), 8
+            sum(r * table.gb_seconds(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 8
         )
         figures["cost_per_million_usd"][name] = round(
-            1e6 * sum(table.invocation_usd(m, f["time_ms"]) for m, f in zip(memory, functions)), 6
+            1e6 * sum(r * table.invocation_usd(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 6
         )
-        allocated = sum(m * MB * table.billed_ms(f["time_ms"], m) for m, f in zip(memory, functions))
+        allocated = sum(r * m * MB * table.billed_ms(f["time_ms"], m) for m, f, r in zip(memory, functions, share))
         figures["resource_efficiency"][name] = round(sum(f["touched_byte_ms"] for f in functions) / allocated, 4)
     return figures
 
@@ -271,10 +294,13 @@ def bench(
     warmup: int = 3,
     work_dir: Path | None = None,
     progress: Report | None = None,
+    batching: BatchingPolicy | None = None,
 ) -> dict[str, Any]:
     report = progress or (lambda phase, done, total: None)
     if requests < 1 or concurrency < 1:
         raise UsageError("--requests and --concurrency must be at least 1")
+    if batching is not None and (plan.constraints.max_batch or 1) < 2:
+        raise UsageError("--batching needs a model with a symbolic batch and --max-batch of 2 or more")
     work = Path(work_dir or tempfile.mkdtemp(prefix="mopar-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     feeds = random_inputs(model.inputs, seed=0, ranges=model.input_ranges)
@@ -296,6 +322,7 @@ def bench(
             {label: work / label for label in chosen},
             transport,
             threads,
+            batching,
             body=body,
             headers=headers,
             reference=reference,
@@ -310,8 +337,14 @@ def bench(
         "peer": _peer_figures(served["peer"], int(peer_stats["peak_rss_bytes"]), plan.whole, requests)
     }
     for label, which in chosen.items():
-        functions = _functions(which, manifests_by_label[label], served[label])
+        functions = _functions(which, manifests_by_label[label], served[label], requests)
         results[label] = {**_figures(served[label], functions, requests), "slices": functions}
+    batched: dict[str, Any] = {}
+    if batching is not None:
+        for label, which in chosen.items():
+            functions = _functions(which, manifests_by_label[label], served[label + BATCHED], requests)
+            figures = _figures(served[label + BATCHED], functions, requests)
+            batched[label] = {**figures, "slices": functions, "vs_unbatched": _vs(results[label], figures)}
     peer, whole, ours = results["peer"], results["whole"], results["partitioned"]
     ratios = {**_vs(whole, ours), "vs_peer": {"partitioned": _vs(peer, ours), "whole": _vs(peer, whole)}}
     limit = planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)["limit"]
@@ -336,6 +369,7 @@ def bench(
             "subslices": [o.parts for o in plan.slices],
             "prepack": [o.prepack for o in plan.slices],
             "predicted_cost_ratio": round(plan.whole.cost_usd / max(plan.cost_usd, 1e-15), 4),
+            "max_batch": plan.constraints.max_batch or 1,
         },
         "peer": peer,
         "whole": whole,
@@ -351,6 +385,7 @@ def bench(
             "measured_share_reached": round(_share(limit["saving"], measured_saving), 4),
         },  # fmt: skip
         "transfer_overhead": _transfer_overhead(ours["slices"]),
+        **({"batched": {"max_queue_delay_us": batching.max_queue_delay_microseconds, **batched}} if batching else {}),
     }
 
 

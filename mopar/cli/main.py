@@ -198,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=COUNT, default=1, help="requests in flight at once (default 1)")
     bench.add_argument("--warmup", type=AT_LEAST_0, default=3, help="unmeasured requests first (default 3)")
     bench.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
+    bench.add_argument(
+        "--batching",
+        action="store_true",
+        help="also serve whole and partitioned with dynamic batching (a model with a symbolic batch, --max-batch N)",
+    )
+    bench.add_argument(
+        "--max-queue-delay-us",
+        type=AT_LEAST_0,
+        default=0,
+        metavar="US",
+        help="with --batching: microseconds a request may wait for others (default 0)",
+    )
     bench.add_argument("--work-dir", help="keep the slice directories here (default: a temporary directory)")
     bench.add_argument("-o", "--output", help="write result.json here")
     bench.set_defaults(run="mopar.cli.bench:run")
