@@ -95,7 +95,7 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         type=COUNT,
         default=env_int("MOPAR_BATCHES_IN_FLIGHT", 0, 0) or None,
         metavar="N",
-        help="batches running at once; requests beyond wait for the next (default: one per stage of the pipeline)",
+        help="batches running at once; requests beyond wait for the next (default: two per stage of the pipeline)",
     )
 
 

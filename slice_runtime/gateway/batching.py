@@ -4,9 +4,10 @@ slices, as Triton's dynamic batcher merges them into one execution of a model.
 Triton's names and semantics: a batch holds at most `max_batch_size` (the model's maximum, the
 sum of the requests' batches; a request never splits), and a request waits at most
 `max_queue_delay_microseconds` for others to join it (0: it goes with whatever is queued). The
-part Triton's model instances play here: at most `in_flight` batches run at once (by default one
-per stage of the pipeline, which keeps every slice busy); requests that arrive meanwhile queue
-and go in the next batch, so under load batches fill even without a delay. A merged run's
+part Triton's model instances play here: at most `in_flight` batches run at once, by default
+two per stage of the pipeline (one running in each slice and one waiting at it, so no slice
+idles while a batch waits at a slower one); requests that arrive meanwhile queue and go in the
+next batch, so under load batches fill even without a delay. A merged run's
 outputs are split back along each output's batch dimension; a failed run fails each of its
 requests with the same error.
 """
@@ -30,7 +31,7 @@ Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 @dataclass(frozen=True)
 class BatchingPolicy:
     max_queue_delay_microseconds: int = 0
-    in_flight: int | None = None  # batches running at once (None: one per stage of the pipeline)
+    in_flight: int | None = None  # batches running at once (None: two per stage of the pipeline)
 
 
 def policy_from(args: argparse.Namespace) -> BatchingPolicy | None:
@@ -79,7 +80,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.output_axes = dict(output_axes)
         self.delay = policy.max_queue_delay_microseconds / 1e6
-        self.in_flight_limit = policy.in_flight or stages
+        self.in_flight_limit = policy.in_flight or 2 * stages
         self._queue: list[_Pending] = []
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
