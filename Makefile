@@ -38,10 +38,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 # Programs the tests run for real: redis-server (transports, artifact store), openssl
 # (certificates for the TLS transport test), promtool (Debian's prometheus package: the
-# alert rules are checked by Prometheus' own tool).
+# alert rules are checked by Prometheus' own tool), ip and tc (iproute2: the hosts in
+# network namespaces and their rate-limited links).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \

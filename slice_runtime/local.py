@@ -2,9 +2,10 @@
 
 One worker process per slice (each with its own onnxruntime thread budget, one
 intra-op thread by default, like one vCPU of a function) and the gateway in this
-process. A supervisor restarts a worker that dies, on the same port, so the gateway's
-retries reach the new one. Ctrl-C (or `stop()`) stops everything and clears the
-model's tensors from the store.
+process. Given `hosts`, a worker runs on another host instead (a network namespace, to
+measure across real links). A supervisor restarts a worker that dies, on the same port,
+so the gateway's retries reach the new one. Ctrl-C (or `stop()`) stops everything and
+clears the model's tensors from the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a worker runs: the address it listens on and the command prefix that starts a
+    process there (e.g. `ip netns exec NS` for a network namespace; none: this machine)."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+
+
 @dataclass
 class WorkerProcess:
     slice_id: str
@@ -49,10 +60,11 @@ class WorkerProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    host: Host = Host()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host.address}:{self.port}"
 
 
 @dataclass
@@ -70,13 +82,17 @@ class LocalServer:
     request_timeout: float = 60.0
     inline_limit: int = calls.DEFAULT_INLINE_LIMIT
     max_body_bytes: int = 64 * 2**20
+    hosts: Mapping[str, Host] = field(default_factory=dict)  # per slice id; the others run here
 
     def __post_init__(self) -> None:
         self.manifest = manifests.load(self.directory)
         self.manifest.verify_files()
         self.log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="mopar-serve-"))
         self.workers = {
-            e.id: WorkerProcess(e.id, free_port(), self.log_dir / f"worker-{e.id}.log") for e in self.manifest.slices
+            e.id: WorkerProcess(
+                e.id, free_port(), self.log_dir / f"worker-{e.id}.log", host=self.hosts.get(e.id, Host())
+            )
+            for e in self.manifest.slices
         }
         self._runner: web.AppRunner | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -90,10 +106,10 @@ class LocalServer:
     # -- workers -----------------------------------------------------------------
     def _spawn(self, worker: WorkerProcess) -> None:
         command = [
-            sys.executable, "-m", "slice_runtime.worker",
+            *worker.host.prefix, sys.executable, "-m", "slice_runtime.worker",
             "--manifest", str(self.directory), "--slice", worker.slice_id,
             "--transport", self.transport, "--namespace", self.namespace,
-            "--host", "127.0.0.1", "--port", str(worker.port), "--threads", str(self.threads),
+            "--host", worker.host.address, "--port", str(worker.port), "--threads", str(self.threads),
             *self.worker_args,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
