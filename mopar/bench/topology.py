@@ -36,7 +36,7 @@ from slice_runtime.local import Host
 _HOST_NAME = re.compile(r"[a-z][a-z0-9]{0,11}")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)")
 _UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
-MIN_BURST_BYTES = 64 * 1024
+MIN_BURST_BYTES = 16 * 1024
 QUEUE_LATENCY = "50ms"  # how long a packet may wait in the bucket's queue before it is dropped
 
 
@@ -105,10 +105,12 @@ class Topology:
         return f"{self.namespace(host)}={self.address(host)}"
 
     def burst_bytes(self) -> int:
-        """The bucket's depth: 2 ms at the link's rate (tbf needs at least a timer tick's worth
-        to reach its rate), and never under 64 KiB (a few segments of TCP's offload)."""
+        """The bucket's depth, what an idle link lets through at once faster than its rate: as
+        small as lets TCP reach the rate (half a millisecond's worth, at least 16 KiB; measured
+        here: 190 of 200 Mbit/s, 880-950 of 1,000), since a real link has no such head start
+        and a deeper bucket makes tensors of a few hundred KB cross up to twice as fast."""
         assert self.rate is not None
-        return max(MIN_BURST_BYTES, parse_rate(self.rate) // 8 * 2 // 1000)
+        return max(MIN_BURST_BYTES, parse_rate(self.rate) // 8 // 2000)
 
     def up_commands(self) -> list[list[str]]:
         switch = self.switch
