@@ -1,6 +1,7 @@
 """Activations over real links: calibrate and benchmark across hosts in network namespaces.
 
-    python benchmarks/run_links.py [--model yolov5s] [--requests 30] [--rates 200mbit,1gbit]
+    python benchmarks/run_links.py [--models yolov5s,resnet50] [--requests 30]
+                                   [--rates loopback,200mbit,1gbit]
                                    [--out benchmarks/results/links] [--render]
 
 For each rate, a topology of five hosts on one switch, every link at that rate

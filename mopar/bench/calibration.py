@@ -87,6 +87,10 @@ async def _store_round_trips(url: str, repeat: int) -> tuple[float, float]:
     request_id = uuid.uuid4().hex
     try:
         await store.ping()
+    except BaseException:
+        await store.close()
+        raise
+    try:
 
         async def round_trip_ms(size: int) -> float:
             frames, times = {"payload": bytes(size)}, []

@@ -275,3 +275,11 @@ def test_link_options_are_checked_before_any_work(args: list[str], fragment: str
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mopar: error:") and fragment in lines[0], lines
+
+
+def test_calibrate_names_an_unreachable_store(tmp_path) -> None:
+    from tests.support import free_port
+
+    done = run_cli("calibrate", "--transport", f"redis://127.0.0.1:{free_port()}/0", "-o", str(tmp_path / "l.json"))
+    _assert_one_line_error(done, "cannot reach Redis", "PING")
+    assert not (tmp_path / "l.json").exists()
