@@ -50,11 +50,13 @@ proto: $(VENV)/.installed
 # Programs the tests run for real: redis-server (transports, artifact store, ACL users),
 # openssl (certificates for the TLS transport test), prometheus and promtool (Debian's
 # prometheus package: the alert rules are checked by Prometheus' own tool, and a real
-# Prometheus scrapes real workers, gateways and the operator), protoc (the gRPC descriptor
+# Prometheus scrapes real workers, gateways and the operator), ip and tc (iproute2: the
+# hosts in network namespaces and their rate-limited links), protoc (the gRPC descriptor
 # is compiled again and compared).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \

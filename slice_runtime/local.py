@@ -2,8 +2,9 @@
 
 One worker process per slice (each with its own onnxruntime thread budget, one
 intra-op thread by default, like one vCPU of a function) and the gateway in this
-process. A supervisor restarts a worker that dies, on the same port, so the gateway's
-retries reach the new one.
+process. Given `hosts`, a worker runs on another host instead (a network namespace, to
+measure across real links). A supervisor restarts a worker that dies, on the same port,
+so the gateway's retries reach the new one.
 
 SIGTERM or Ctrl-C (or `stop()`) drains: the gateway answers new requests 503 with
 Retry-After and lets those in flight finish, for at most the grace period; then the
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
 from slice_runtime.gateway.http import DRAIN, build_app
 from slice_runtime.store import open_transport
+from slice_runtime.worker.parent import STOP_WORD
 
 log = logging.getLogger("mopar.serve")
 
@@ -52,6 +55,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a worker runs: the address it listens on and the command prefix that starts a
+    process there (e.g. `ip netns exec NS` for a network namespace; none: this machine)."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+
+
 @dataclass
 class WorkerProcess:
     slice_id: str
@@ -59,10 +71,11 @@ class WorkerProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    host: Host = Host()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host.address}:{self.port}"
 
 
 @dataclass
@@ -85,13 +98,17 @@ class LocalServer:
     store_connections: int = 256
     grpc_port: int | None = None  # also serve the V2 gRPC service there
     batching: BatchingPolicy | None = None  # dynamic batching (None: off)
+    hosts: Mapping[str, Host] = field(default_factory=dict)  # per slice id; the others run here
 
     def __post_init__(self) -> None:
         self.manifest = manifests.load(self.directory)
         self.manifest.verify_files()
         self.log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="mopar-serve-"))
         self.workers = {
-            e.id: WorkerProcess(e.id, free_port(), self.log_dir / f"worker-{e.id}.log") for e in self.manifest.slices
+            e.id: WorkerProcess(
+                e.id, free_port(), self.log_dir / f"worker-{e.id}.log", host=self.hosts.get(e.id, Host())
+            )
+            for e in self.manifest.slices
         }
         self._runner: web.AppRunner | None = None
         self._rpc: Any = None  # the gRPC server (grpc.aio.Server), when one is asked for
@@ -107,9 +124,9 @@ class LocalServer:
     # -- workers -----------------------------------------------------------------
     def _spawn(self, worker: WorkerProcess) -> None:
         command = [
-            sys.executable, "-m", "slice_runtime.worker",
+            *worker.host.prefix, sys.executable, "-m", "slice_runtime.worker",
             "--manifest", str(self.directory), "--slice", worker.slice_id, "--namespace", self.namespace,
-            "--host", "127.0.0.1", "--port", str(worker.port), "--threads", str(self.threads),
+            "--host", worker.host.address, "--port", str(worker.port), "--threads", str(self.threads),
             "--grace", str(self.limits.grace), *self.worker_args,
         ]  # fmt: skip
         env = {
@@ -228,6 +245,11 @@ class LocalServer:
             await self._rpc.stop(1.0)
         for worker in self.workers.values():
             if worker.process is not None and worker.process.stdin is not None:
+                try:  # a word before the pipe closes: this is an orderly stop, not the supervisor's death
+                    worker.process.stdin.write(STOP_WORD)
+                    worker.process.stdin.flush()
+                except OSError:  # the worker is gone already
+                    pass
                 worker.process.stdin.close()  # the worker finishes its runs and exits
         await asyncio.gather(*(self._reap(w, deadline) for w in self.workers.values()))
         if self.plane is not None:

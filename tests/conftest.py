@@ -1,6 +1,6 @@
 """Shared fixtures: zoo models written once per session, a real redis-server for the transports
-and the artifact store, and the emulated Kubernetes API with the operator running against it
-(helpers live in `tests/support`)."""
+and the artifact store, the emulated Kubernetes API with the operator running against it, and
+hosts in network namespaces joined by rate-limited links (helpers live in `tests/support`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis
 from mopar.model import zoo
 from tests.support.cluster import cluster  # noqa: F401  (the operator fixture, for tests marked kmock)
 from tests.support.redis_server import RedisServer
+from tests.support.topology import hosts  # noqa: F401  (hosts in network namespaces)
 
 
 @pytest.fixture(scope="session")

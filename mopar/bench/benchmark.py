@@ -1,16 +1,24 @@
 """`mopar bench MODEL`: the peer, the model served whole and partitioned, same machine, same run.
 
 Three servings are up at once and take turns, request by request (peer, whole, partitioned,
-peer, ...), so the machine's drift hits all three alike:
+peer, ...), so the machine's drift hits all three alike (`serving`):
 
 - `peer`: the model whole in plain onnxruntime with its default options (`peer`), timed at
   `run()` in a process of its own: what a user would run instead;
 - `whole`: the model as one slice behind mopar's gateway (`slice_runtime.local`);
-- `partitioned`: the plan's slices, one worker process each, behind the same gateway;
-- with `batching`, `whole+batching` and `partitioned+batching`: the same two with the
-  gateway's dynamic batching on (`slice_runtime.gateway.batching`), for a model with a
-  symbolic batch planned with a maximum batch of 2 or more. Their functions' figures are
-  per request: a run serves several, so its time and fee are shared among them.
+- `partitioned`: the plan's slices, one worker process each, behind the same gateway; once
+  more per further `--codec` (`partitioned[none]`, ...), the same slices with the workers
+  told that codec, each taking its turn too (`transfers`: what moving the tensors was
+  predicted to cost and cost, per codec).
+
+With `batching`, `whole+batching` and `partitioned+batching` too: whole and partitioned with
+the gateway's dynamic batching on (`slice_runtime.gateway.batching`), for a model with a
+symbolic batch planned with a maximum batch of 2 or more. Their functions' figures are per
+request: a run serves several, so its time and fee are shared among them.
+
+Workers run here or, given hosts (`--worker-host`, network namespaces built by `topology`),
+on those hosts in turn, so the tensors cross real, rate-limited links; the gateway runs in
+this process, so on the gateway's host.
 
 Reported per serving: latency percentiles and throughput; per function its measured peak RSS
 and median handling time (read + compute + write, what a platform bills); from those, per
@@ -31,16 +39,14 @@ import asyncio
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 
-from mopar.bench.peer import Peer
+from mopar.bench.serving import MoparServing, Report, Served, serve_all
+from mopar.bench.transfers import priced_with, transfer_report
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
 from mopar.plan import planfile, pricing
@@ -51,143 +57,13 @@ from mopar.slice.slicer import slice_model
 from slice_runtime import manifest as manifests
 from slice_runtime import v2
 from slice_runtime.gateway.batching import BatchingPolicy
-from slice_runtime.local import LocalServer, free_port
+from slice_runtime.local import Host
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
 
 TABLES = ("lambda", "lambda-cpu-scaled", "knative")
 SERVINGS = ("peer", "whole", "partitioned")
 BATCHED = "+batching"  # the label suffix of a serving with dynamic batching
-Report = Callable[[str, int, int], None]
-
-
-@dataclass
-class Served:
-    """What one serving measured."""
-
-    latencies_ms: list[float] = field(default_factory=list)
-    busy_s: float = 0.0  # wall time of its turns: throughput is requests / busy
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # per slice id, the worker's /stats
-    mismatches: int = 0
-    runs_before: dict[str, int] = field(default_factory=dict)  # per slice id, runs of the warm-up
-
-
-class MoparServing:
-    """A sliced model behind a local gateway, driven over HTTP as a client would."""
-
-    def __init__(self, directory: Path, transport: str, label: str, batching: BatchingPolicy | None = None) -> None:
-        namespace = f"bench-{label.replace('+', '-')}"
-        self.server = LocalServer(
-            directory, transport=transport, port=free_port(), namespace=namespace, batching=batching
-        )
-        self.label = label
-        self.served = Served()
-
-    async def start(self, session: aiohttp.ClientSession, body: bytes, headers: Mapping[str, str]) -> None:
-        await self.server.start()
-        assert self.server.plane is not None
-        self.url = f"{self.server.url}/v2/models/{self.server.plane.name}/infer"
-        self.session, self.body, self.headers = session, body, dict(headers)
-
-    async def one(self, reference: Mapping[str, np.ndarray]) -> float:
-        started = time.perf_counter()
-        async with self.session.post(self.url, data=self.body, headers=self.headers) as response:
-            payload = await response.read()
-            elapsed = (time.perf_counter() - started) * 1000.0
-            if response.status != 200:
-                raise UsageError(f"{self.label}: the gateway answered {response.status}: {payload[:200]!r}")
-            outputs = v2.decode_response(payload, response.headers.get(v2.HEADER_LENGTH))
-        if any(not np.allclose(outputs[k], v, rtol=1e-4, atol=1e-5) for k, v in reference.items()):
-            self.served.mismatches += 1
-        return elapsed
-
-    async def turn(self, count: int, concurrency: int, reference: Mapping[str, np.ndarray], record: bool) -> None:
-        slots = asyncio.Semaphore(concurrency)
-
-        async def bounded() -> float:
-            async with slots:
-                return await self.one(reference)
-
-        started = time.perf_counter()
-        latencies = await asyncio.gather(*(bounded() for _ in range(count)))
-        if record:
-            self.served.busy_s += time.perf_counter() - started
-            self.served.latencies_ms += latencies
-
-    async def worker_stats(self, reset: bool = False) -> None:
-        for slice_id, worker in self.server.workers.items():
-            if reset:  # a reset clears the medians and bytes, not the count of runs
-                async with self.session.get(f"{worker.url}/stats") as response:
-                    self.served.runs_before[slice_id] = int((await response.json())["runs"])
-                async with self.session.post(f"{worker.url}/stats/reset"):
-                    pass
-            else:
-                async with self.session.get(f"{worker.url}/stats") as response:
-                    self.served.stats[slice_id] = await response.json()
-
-
-async def _alternate(
-    peer: Peer,
-    mopar: list[MoparServing],
-    reference: Mapping[str, np.ndarray],
-    requests: int,
-    concurrency: int,
-    warmup: int,
-    report: Report,
-    turns: list[str],
-) -> Served:
-    """Turns in the order peer, whole, partitioned until each has served `requests`; a turn is
-    one request at concurrency 1, else a block of 4 x concurrency with `concurrency` in flight.
-    `turns` records who had each turn."""
-    peer_served = Served()
-    block = 1 if concurrency == 1 else 4 * concurrency
-    for serving in mopar:
-        await serving.turn(warmup, 1, reference, record=False)
-        await serving.worker_stats(reset=True)
-    peer.run(max(warmup, 1))
-    done = 0
-    while done < requests:
-        count = min(block, requests - done)
-        times, wall_ms = await asyncio.to_thread(peer.run, count, concurrency)
-        turns.append("peer")
-        peer_served.latencies_ms += times
-        peer_served.busy_s += wall_ms / 1000.0
-        for serving in mopar:
-            await serving.turn(count, concurrency, reference, record=True)
-            turns.append(serving.label)
-        done += count
-        report("requests", done, requests)
-    for serving in mopar:
-        await serving.worker_stats()
-    return peer_served
-
-
-async def _serve_all(
-    model_file: Path,
-    directories: Mapping[str, Path],
-    transport: str,
-    threads: int,
-    batching: BatchingPolicy | None = None,
-    **drive: Any,
-) -> tuple[dict[str, Served], dict[str, Any]]:
-    body, headers = drive.pop("body"), drive.pop("headers")
-    peer = await asyncio.to_thread(Peer, model_file, threads)
-    labels = ("whole", "partitioned")
-    mopar = [MoparServing(directories[label], transport, label) for label in labels]
-    if batching is not None:
-        mopar += [MoparServing(directories[label], transport, label + BATCHED, batching) for label in labels]
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            for serving in mopar:
-                await serving.start(session, body, headers)
-            peer_served = await _alternate(peer, mopar, **drive)
-        peer_stats = await asyncio.to_thread(peer.stats)
-        peer_served.stats = {"peer": peer_stats}
-    finally:
-        peer.close()
-        for serving in mopar:
-            await serving.server.stop()
-    return {"peer": peer_served, **{s.label: s.served for s in mopar}}, peer_stats
 
 
 def _functions(plan: Plan, manifest: manifests.Manifest, served: Served, requests: int) -> list[dict[str, Any]]:
@@ -294,13 +170,25 @@ def bench(
     warmup: int = 3,
     work_dir: Path | None = None,
     progress: Report | None = None,
+    codecs: Sequence[str] = ("auto",),
+    hosts: Sequence[Host] = (),
     batching: BatchingPolicy | None = None,
 ) -> dict[str, Any]:
+    """Serve and measure the peer, `whole_plan` and `plan` (once per setting of `codecs`, the
+    workers told that codec; the first is `partitioned`), workers on `hosts` in turn (none:
+    here), tensors inside the calls up to the plan's link model's `inline_bytes`; with
+    `batching`, whole and partitioned again with the gateway's dynamic batching."""
     report = progress or (lambda phase, done, total: None)
     if requests < 1 or concurrency < 1:
         raise UsageError("--requests and --concurrency must be at least 1")
     if batching is not None and (plan.constraints.max_batch or 1) < 2:
         raise UsageError("--batching needs a model with a symbolic batch and --max-batch of 2 or more")
+    if not codecs or len(set(codecs)) != len(codecs):
+        raise UsageError(f"give each --codec once, got {', '.join(codecs) or 'none'}")
+    try:
+        priced = {name: priced_with(plan, name) for name in codecs}
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     work = Path(work_dir or tempfile.mkdtemp(prefix="mopar-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     feeds = random_inputs(model.inputs, seed=0, ranges=model.input_ranges)
@@ -315,16 +203,31 @@ def bench(
     model_file = work / "model.onnx"
     model_file.write_bytes(model.serialized())
     threads = int(profile.machine.get("threads", 1))
+    labels = {name: "partitioned" if i == 0 else f"partitioned[{name}]" for i, name in enumerate(codecs)}
+    inline = plan.link.inline_bytes
+    whole_hosts, part_hosts = (_placed(manifests_by_label[label], hosts) for label in chosen)
+    servings = [
+        MoparServing(work / "whole", transport, "whole", codec=codecs[0], hosts=whole_hosts, inline_limit=inline)
+    ]
+    servings += [
+        MoparServing(work / "partitioned", transport, labels[name], codec=name, namespace=f"bench-p{i}",
+                     hosts=part_hosts, inline_limit=inline)
+        for i, name in enumerate(codecs)
+    ]  # fmt: skip
+    if batching is not None:
+        servings += [
+            MoparServing(work / label, transport, label + BATCHED, codec=codecs[0], namespace=f"bench-{label}-batched",
+                         hosts=placed, inline_limit=inline, batching=batching)
+            for label, placed in (("whole", whole_hosts), ("partitioned", part_hosts))
+        ]  # fmt: skip
     turns: list[str] = []
     served, peer_stats = asyncio.run(
-        _serve_all(
+        serve_all(
             model_file,
-            {label: work / label for label in chosen},
-            transport,
+            servings,
             threads,
-            batching,
-            body=body,
-            headers=headers,
+            body,
+            headers,
             reference=reference,
             requests=requests,
             concurrency=concurrency,
@@ -346,7 +249,21 @@ def bench(
             figures = _figures(served[label + BATCHED], functions, requests)
             batched[label] = {**figures, "slices": functions, "vs_unbatched": _vs(results[label], figures)}
     peer, whole, ours = results["peer"], results["whole"], results["partitioned"]
+    by_codec = {}
+    for name in codecs:
+        figures = ours
+        if labels[name] != "partitioned":
+            functions = _functions(plan, manifests_by_label["partitioned"], served[labels[name]], requests)
+            figures = {**_figures(served[labels[name]], functions, requests), "slices": functions}
+        by_codec[name] = {
+            **figures,
+            "label": labels[name],
+            "predicted": _predicted(priced[name], priced[name].slices, figures),
+            "transfer": transfer_report(priced[name], manifests_by_label["partitioned"], served[labels[name]].stats),
+        }
     ratios = {**_vs(whole, ours), "vs_peer": {"partitioned": _vs(peer, ours), "whole": _vs(peer, whole)}}
+    # The first codec's p50 over each other's: below 1, the first is faster.
+    ratios["codec_p50"] = {name: round(ours["p50_ms"] / by_codec[name]["p50_ms"], 4) for name in codecs[1:]}
     limit = planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)["limit"]
     measured_saving = whole["gb_seconds"]["lambda"] / max(ours["gb_seconds"]["lambda"], 1e-15)
     return {
@@ -361,6 +278,10 @@ def bench(
             "pricing": plan.pricing.name,
             "cores": plan.constraints.cores,
             "threads_per_function": threads,
+            "codecs": list(codecs),
+            "inline_bytes": plan.link.inline_bytes,
+            "worker_hosts": [host.address for host in hosts],
+            "link": plan.link.source,
             "turns": turns,  # who had each turn, in order: peer, whole, partitioned, peer, ...
             "peer_options": peer_stats["options"],
         },
@@ -368,12 +289,14 @@ def bench(
             "slices": len(plan.slices),
             "subslices": [o.parts for o in plan.slices],
             "prepack": [o.prepack for o in plan.slices],
+            "codecs": {t: transfer.setting.name for o in plan.slices for t, transfer in o.writes.items()},
             "predicted_cost_ratio": round(plan.whole.cost_usd / max(plan.cost_usd, 1e-15), 4),
             "max_batch": plan.constraints.max_batch or 1,
         },
         "peer": peer,
         "whole": whole,
         "partitioned": ours,
+        "codecs": by_codec,
         "predicted": {
             "whole": _predicted(whole_plan, whole_plan.slices, whole),
             "partitioned": _predicted(plan, plan.slices, ours),
@@ -387,6 +310,11 @@ def bench(
         "transfer_overhead": _transfer_overhead(ours["slices"]),
         **({"batched": {"max_queue_delay_us": batching.max_queue_delay_microseconds, **batched}} if batching else {}),
     }
+
+
+def _placed(manifest: manifests.Manifest, hosts: Sequence[Host]) -> dict[str, Host]:
+    """The manifest's functions on `hosts` in turn, in manifest order (none: all here)."""
+    return {entry.id: hosts[i % len(hosts)] for i, entry in enumerate(manifest.slices)} if hosts else {}
 
 
 def _share(attainable: float, saving: float) -> float:

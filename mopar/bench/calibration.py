@@ -2,9 +2,13 @@
 
 Codec speeds come from encoding and decoding activation-like tensors (ReLU outputs:
 half zeros, the rest positive floats) with every candidate setting; the store's round
-trip from a tiny SET+GET and its throughput from SET+GET of growing payloads on a real
-Redis (`round trip = 2 x hop + 2 x bytes / throughput`); the per-slice overhead from a chain of
-tiny slices served by real workers behind the real gateway (`measure_invoke`). Medians throughout.
+trip and throughput from put+get of a tiny and of growing payloads through the real
+transport (`round trip = 2 x hop + 2 x bytes / throughput`); the per-slice overhead from a
+chain of tiny slices served by real workers behind the real gateway (`measure_invoke`), and
+the calls' throughput from HTTP posts to another process (`measure_calls`). Run on the
+gateway's host with the store on its own and `host` naming a workers' host, every figure
+is taken across the links between them, as a cluster's traffic crosses them. Medians
+throughout.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -23,6 +28,7 @@ from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile, load_model
 from mopar.plan.linkmodel import CodecSpeed, LinkModel
 from slice_runtime import codec
+from slice_runtime.local import Host
 
 PAYLOAD_SIZES = (16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
 
@@ -50,42 +56,75 @@ def measure_codecs(repeat: int = 7, seed: int = 0) -> dict[str, CodecSpeed]:
     return speeds
 
 
+def shown_url(url: str) -> str:
+    """A store URL without its credentials (it ends up in link.json and every plan.json)."""
+    parts = urlsplit(url)
+    if not parts.scheme or (parts.username is None and parts.password is None and not parts.query):
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # the query may hold a password too
+
+
 def measure_store(url: str, repeat: int = 15) -> tuple[float, float]:
-    """(hop_ms, bytes_per_ms) of the Redis at `url`, from pipelined SET+GET round trips."""
-    import redis
+    """(hop_ms, bytes_per_ms) of the store at `url` from here, through the transport the
+    workers use (`slice_runtime.store`): a round trip (put + get) moves the payload twice and
+    pays two hops. The hop is half a tiny round trip; the throughput is the slope of round
+    trip against size over large payloads, which a rate limiter's burst allowance (a
+    constant head start) does not bias."""
+    return asyncio.run(_store_round_trips(url, repeat))
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        raise UsageError(f"cannot reach Redis at {url}: {error}") from None
-    key = "mopar:calibrate:payload"
 
-    def round_trip_ms(size: int) -> float:
-        payload = bytes(size)
+async def _store_round_trips(url: str, repeat: int) -> tuple[float, float]:
+    import uuid
 
-        def round_trip() -> None:
-            client.set(key, payload)
-            client.get(key)
-
-        return _median_ms(round_trip, repeat)
+    from slice_runtime.store import open_transport
 
     try:
-        hop_ms = round_trip_ms(16) / 2
-        # Each round trip moves the payload twice (SET, GET) and pays two hops.
-        rates = [2 * size / max(round_trip_ms(size) - 2 * hop_ms, 1e-6) for size in PAYLOAD_SIZES]
+        store = open_transport(url, "calibrate", "link", op_timeout=60.0)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    request_id = uuid.uuid4().hex
+    try:
+        await store.ping()
+    except BaseException:
+        await store.close()
+        raise
+    try:
+
+        async def round_trip_ms(size: int) -> float:
+            frames, times = {"payload": bytes(size)}, []
+            for _ in range(repeat + 1):  # the first warms the connection up
+                started = time.perf_counter()
+                await store.put(request_id, frames, 60.0)
+                await store.get(request_id, ["payload"])
+                times.append((time.perf_counter() - started) * 1000.0)
+            return statistics.median(times[1:])
+
+        hop_ms = await round_trip_ms(16) / 2
+        sizes = PAYLOAD_SIZES[1:]
+        times = [await round_trip_ms(size) for size in sizes]
     finally:
-        client.delete(key)
-        client.close()
-    return hop_ms, statistics.median(rates)
+        try:
+            await store.delete(request_id, ["payload"])
+        finally:
+            await store.close()
+    return hop_ms, 2.0 / max(_slope(sizes, times), 1e-12)
 
 
-def measure_invoke(transport: str, slices: int = 6, requests: int = 40) -> float:
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ys against xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def measure_invoke(transport: str, slices: int = 6, requests: int = 40, host: Host | None = None) -> float:
     """Milliseconds each extra slice adds to a request, all overheads in: the gateway's call,
     the worker's HTTP handling, its store round trips for a tiny tensor, its thread hop.
 
     Measured the way it happens: a chain of `slices` tiny ReLUs served whole and served as
-    `slices` slices by real workers behind the real gateway; the difference per extra slice.
+    `slices` slices by real workers (on `host`, across its link, when given) behind the real
+    gateway here; the difference per extra slice.
     """
     with tempfile.TemporaryDirectory(prefix="mopar-calibrate-") as tmp:
         directory = Path(tmp)
@@ -93,7 +132,8 @@ def measure_invoke(transport: str, slices: int = 6, requests: int = 40) -> float
         for count in (1, slices):
             _slice_evenly(model, count, directory / f"chain-{count}")
         one, many = (
-            asyncio.run(_median_request_ms(directory / f"chain-{count}", transport, requests)) for count in (1, slices)
+            asyncio.run(_median_request_ms(directory / f"chain-{count}", transport, requests, host))
+            for count in (1, slices)
         )
     return max((many - one) / (slices - 1), 0.0)
 
@@ -133,14 +173,16 @@ def _slice_evenly(model: ModelFile, count: int, directory: Path) -> None:
     slice_model(model, planfile.to_json(plan, profile.model, profile.tensor_specs, {}), directory)
 
 
-async def _median_request_ms(directory: Path, transport: str, requests: int) -> float:
+async def _median_request_ms(directory: Path, transport: str, requests: int, host: Host | None) -> float:
     from aiohttp import ClientSession
 
+    from slice_runtime import manifest as manifests
     from slice_runtime import v2
     from slice_runtime.local import LocalServer, free_port
     from slice_runtime.tensors import random_inputs
 
-    server = LocalServer(directory, transport=transport, port=free_port(), namespace="calibrate")
+    hosts = {entry.id: host for entry in manifests.load(directory).slices} if host else {}
+    server = LocalServer(directory, transport=transport, port=free_port(), namespace="calibrate", hosts=hosts)
     await server.start()
     try:
         body, headers = v2.encode_request(random_inputs(server.manifest.inputs), binary=True)
@@ -201,22 +243,25 @@ async def run(request):
 app = web.Application(client_max_size=1 << 30)
 app.router.add_post("/run", run)
 loops.install()
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), print=None, access_log=None)
 """
 
 
-def measure_calls(repeat: int = 40) -> float:
+def measure_calls(repeat: int = 40, host: Host | None = None) -> float:
     """Bytes per ms a slice call's body moves at (an HTTP POST to another process, as the
-    gateway calls a worker), from the time of a 16 KiB and a 1 MiB body."""
+    gateway calls a worker; on `host`, across its link, when given), from the time of a
+    16 KiB and a 1 MiB body."""
     import subprocess
     import sys
 
     from slice_runtime.local import free_port
 
+    host = host or Host()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", _CALL_SERVER, str(port)])
+    server = subprocess.Popen([*host.prefix, sys.executable, "-c", _CALL_SERVER, host.address, str(port)])
     try:
-        small, large = asyncio.run(_post_times(f"http://127.0.0.1:{port}/run", (16 * 1024, 1 << 20), repeat))
+        url = f"http://{host.address}:{port}/run"
+        small, large = asyncio.run(_post_times(url, (16 * 1024, 1 << 20), repeat))
     finally:
         server.terminate()
         server.wait(10)
@@ -247,13 +292,16 @@ async def _post_times(url: str, sizes: tuple[int, ...], repeat: int) -> list[flo
     return medians
 
 
-def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
+def calibrate(transport: str, host: Host | None = None, repeat: int = 15, source: str = "") -> LinkModel:
+    """The link model from here to the store at `transport` and, when `host` is given, to
+    workers on that host: what moving a tensor and calling a slice cost across the network
+    between them (the gateway's calls and the store's traffic cross the same links)."""
     from slice_runtime import calls, loops
 
     loops.install()  # measured on the loop the workers and the gateway run
-    hop_ms, bytes_per_ms = measure_store(redis_url, repeat)
+    hop_ms, bytes_per_ms = measure_store(transport, repeat)
     # The chain's tiny tensors travel inside the calls: the difference per slice is the call itself.
-    invoke_ms = measure_invoke(redis_url)
+    invoke_ms = measure_invoke(transport, host=host)
     return LinkModel(
         hop_ms=round(hop_ms, 4),
         bytes_per_ms=round(bytes_per_ms),
@@ -261,6 +309,6 @@ def calibrate(redis_url: str, repeat: int = 15) -> LinkModel:
         codecs=measure_codecs(),
         parallel_efficiency=measure_parallel_efficiency(),
         inline_bytes=calls.DEFAULT_INLINE_LIMIT,
-        call_bytes_per_ms=round(measure_calls()),
-        source=f"mopar calibrate --redis {redis_url} on {time.strftime('%Y-%m-%d')}",
+        call_bytes_per_ms=round(measure_calls(host=host)),
+        source=f"{source or 'mopar calibrate'} on {time.strftime('%Y-%m-%d')}",
     )

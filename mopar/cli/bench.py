@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from mopar.bench.benchmark import TABLES, bench, save
+from mopar.bench.topology import parse_host
+from mopar.bench.transfers import parse_codec
 from mopar.cli.console import err, out, progress
 from mopar.cli.plan import load_or_make_profile, make_plan
+from mopar.errors import UsageError
 from mopar.model.modelfile import load_model, parse_input_shape
+from mopar.plan.linkmodel import LinkModel
 from mopar.plan.planning import whole_plan
 from slice_runtime.gateway.batching import BatchingPolicy
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        codecs = [parse_codec(text) for text in args.codec] or ["auto"]
+        hosts = [parse_host(text) for text in args.worker_host]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    link = load_link(args.link)
+    if args.inline_kb is not None:
+        if args.inline_kb < 0:
+            raise UsageError(f"--inline-kb must be 0 or more, got {args.inline_kb}")
+        link = replace(link, inline_bytes=args.inline_kb * 1024)  # the plan prices where tensors go
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
-    plan = make_plan(model, profile, args)
+    plan = make_plan(model, profile, args, link)
     whole = whole_plan(plan)
     with progress(f"benchmarking {model.name}") as report:
         result = bench(
@@ -33,15 +48,52 @@ def run(args: argparse.Namespace) -> int:
             args.warmup,
             Path(args.work_dir) if args.work_dir else None,
             report,
-            BatchingPolicy(args.max_queue_delay_us) if args.batching else None,
+            codecs=codecs,
+            hosts=hosts,
+            batching=BatchingPolicy(args.max_queue_delay_us) if args.batching else None,
         )
     out.print(result_table(result))
+    if len(codecs) > 1 or hosts:
+        out.print(codec_table(result))
     if "batched" in result:
         out.print(batching_table(result))
     if args.output:
         save(result, args.output)
         err.print(f"wrote {args.output}")
     return 0
+
+
+def load_link(path: str | None) -> LinkModel:
+    """The link model in `path` (None: the reference one); UsageError when it cannot be read."""
+    try:
+        return LinkModel.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not a link model from `mopar calibrate` ({error})") from None
+
+
+def codec_table(result: dict[str, Any]) -> Table:
+    """The same slices served once per codec: latency, bytes and transfer, predicted beside measured."""
+    settings = result["settings"]
+    where = ", ".join(settings["worker_hosts"]) or "this machine"
+    table = Table(
+        title=f"codecs: the same {result['plan']['slices']} slices, workers on {where}, tensors inside the calls "
+        f"up to {settings['inline_bytes'] // 1024} KiB; link: {settings['link'] or 'reference'}"
+    )
+    for column in ("codec", "p50 / p95 ms", "vs first", "predicted p50", "MB/request raw / wire", "transfer ms"):
+        table.add_column(column, justify="left" if column == "codec" else "right")
+    first = settings["codecs"][0]
+    for name, figures in result["codecs"].items():
+        transfer = figures["transfer"]
+        table.add_row(
+            name,
+            f"{figures['p50_ms']:.1f} / {figures['p95_ms']:.1f}",
+            "" if name == first else f"{result['ratios']['codec_p50'][name]:.3f}x",
+            f"{figures['predicted']['latency_ms']:.1f}",
+            f"{transfer['bytes_raw_per_request'] / 1e6:.2f} / {transfer['bytes_wire_per_request'] / 1e6:.2f}",
+            f"{transfer['measured_ms']:.1f} of {transfer['predicted_ms']:.1f} predicted "
+            f"({transfer['error'] or 0:.2f}x)",
+        )
+    return table
 
 
 def result_table(result: dict[str, Any]) -> Table:

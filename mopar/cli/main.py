@@ -108,6 +108,17 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
     _add_model_options(plan)
 
 
+def _add_worker_host_option(parser: argparse.ArgumentParser, text: str, repeatable: bool = False) -> None:
+    parser.add_argument(
+        "--worker-host",
+        action="append" if repeatable else "store",
+        default=[] if repeatable else None,
+        metavar="NETNS=ADDRESS",
+        help=f"{text}: a network namespace and the address workers listen on there (as "
+        "`mopar.bench.topology` builds them; run this command in the gateway's namespace)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mopar",
@@ -175,7 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run="mopar.cli.verify:run")
 
     calibrate = commands.add_parser("calibrate", help="measure the link model: codecs, store, control calls")
-    calibrate.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL to measure")
+    calibrate.add_argument(
+        "--transport",
+        "--redis",
+        dest="transport",
+        default="redis://127.0.0.1:6379/0",
+        help="the store to measure: a redis:// URL (default redis://127.0.0.1:6379/0) or shm",
+    )
+    _add_worker_host_option(calibrate, "measure the slice calls to workers on this host, across its link")
+    calibrate.add_argument("--repeat", type=int, default=15, help="round trips per payload size (default 15)")
     calibrate.add_argument("-o", "--output", required=True, help="write the link model (JSON) here")
     calibrate.set_defaults(run="mopar.cli.calibrate:run")
 
@@ -198,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=COUNT, default=1, help="requests in flight at once (default 1)")
     bench.add_argument("--warmup", type=AT_LEAST_0, default=3, help="unmeasured requests first (default 3)")
     bench.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
+    bench.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="auto|none|zstd:LEVEL",
+        help="how the workers move tensors: auto (the plan's choice per tensor, default), none, zstd:LEVEL "
+        "(e.g. zstd:3, zstd:-5+shuffle); repeat to serve the same slices once per codec, taking turns",
+    )
+    bench.add_argument(
+        "--inline-kb",
+        type=int,
+        metavar="KB",
+        help="tensors up to this many KiB travel inside the slice calls (default: the link model's, 1024); "
+        "0: every tensor through the store",
+    )
+    _add_worker_host_option(bench, "run the workers on these hosts in turn", repeatable=True)
     bench.add_argument(
         "--batching",
         action="store_true",

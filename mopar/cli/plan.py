@@ -13,6 +13,7 @@ from mopar.cli.console import err, out, progress
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile, load_model, parse_input_shape
 from mopar.plan import planfile
+from mopar.plan.linkmodel import LinkModel
 from mopar.plan.planner import Constraints, Plan
 from mopar.plan.planning import plan_model
 from mopar.profile.profiler import Profile, profile_model
@@ -42,7 +43,8 @@ def load_or_make_profile(model: ModelFile, path: str | None, threads: int, optim
         return profile_model(model, threads=threads, optimization=optimization, progress=report)
 
 
-def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace) -> Plan:
+def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link: LinkModel | None = None) -> Plan:
+    """The plan the options in `args` ask for; `link` instead of the one `--link` names."""
     constraints = Constraints(
         objective=args.objective,
         slo_ms=args.slo_ms,
@@ -57,7 +59,7 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace) -> P
         cores=args.cores,
         max_batch=args.max_batch,
     )
-    return plan_model(model, profile, constraints, args.pricing, args.link)
+    return plan_model(model, profile, constraints, args.pricing, link or args.link)
 
 
 def plan_table(data: dict[str, Any]) -> Table:

@@ -6,8 +6,10 @@ inside the control call (`slice_runtime.calls`) at the call's throughput; the ot
 through the store at its throughput, plus one store round trip per batch of writes or
 reads. Every slice invocation costs one control call. The codec that
 minimises this differs per tensor (its ratio) and per link (its throughput): on a fast
-link zstd can cost more time than the bytes it saves. Numbers come from `mopar calibrate`
-(a real Redis, real codec runs) and per-tensor ratios from the profile.
+link zstd can cost more time than the bytes it saves, on a slow one it pays. Numbers come
+from `mopar calibrate` (the real store and real workers across the link, real codec runs)
+and per-tensor ratios from the profile. `codec` other than `auto` prices every tensor with
+one setting, as workers told `--codec SETTING` move them (what `mopar bench` predicts).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Transfer:
     write_ms: float  # encode + write, paid by the producer
     read_ms: float  # read + decode, paid by each consumer
     inline: bool = False  # carried inside the slice calls (`slice_runtime.calls`), not through the store
+    wire_ms: float = 0.0  # on the wire, each way (in write_ms and in read_ms)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class LinkModel:
     inline_bytes: int = 0
     call_bytes_per_ms: float = 1.0
     source: str = ""  # how the numbers were obtained
+    codec: str = "auto"  # auto: the fastest setting per tensor; else this one for every tensor
 
     def part_ms(self, compute_ms: float, parts: int) -> float:
         """Compute time of one of `parts` parallel sub-slices of a `compute_ms` slice."""
@@ -66,6 +70,8 @@ class LinkModel:
         (settings without a measured ratio, or without measured speeds, are not considered):
         inside the calls when the frame fits, else through the store."""
         best = self._moved(NONE, nbytes, nbytes, 0.0, 0.0)
+        if self.codec != "auto":
+            return self._forced(CodecSetting.parse(self.codec), nbytes, ratios or {}, best)
         if nbytes < self.threshold_bytes:
             return best
         for setting in CANDIDATES:
@@ -79,10 +85,24 @@ class LinkModel:
                 best = candidate
         return best
 
+    def _forced(self, setting: CodecSetting, nbytes: int, ratios: Mapping[str, float], raw: Transfer) -> Transfer:
+        """The move with `setting`, as `codec.encode` makes it: raw below the threshold, and raw
+        (but encoded in vain) where compression does not shrink the tensor."""
+        if setting == NONE or nbytes < self.threshold_bytes:
+            return raw
+        speed = self.codecs.get(setting.name)
+        if speed is None:
+            raise ValueError(f"the link model has no measured speed for codec {setting.name}")
+        encode = nbytes / speed.encode_bytes_per_ms
+        ratio = ratios.get(setting.name, 1.0)
+        if ratio <= 1.0:
+            return self._moved(setting, nbytes, nbytes, encode, 0.0)
+        return self._moved(setting, nbytes, int(nbytes / ratio), encode, nbytes / speed.decode_bytes_per_ms)
+
     def _moved(self, setting: CodecSetting, raw: int, wire: int, encode_ms: float, decode_ms: float) -> Transfer:
         inline = wire <= self.inline_bytes
         wire_ms = wire / (self.call_bytes_per_ms if inline else self.bytes_per_ms)
-        return Transfer(setting, raw, wire, encode_ms + wire_ms, wire_ms + decode_ms, inline)
+        return Transfer(setting, raw, wire, encode_ms + wire_ms, wire_ms + decode_ms, inline, wire_ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +118,7 @@ class LinkModel:
                 for name, s in self.codecs.items()
             },
             "source": self.source,
+            "codec": self.codec,
         }
 
     @classmethod
@@ -115,6 +136,7 @@ class LinkModel:
             inline_bytes=int(data.get("inline_bytes", 0)),
             call_bytes_per_ms=float(data.get("call_bytes_per_ms", 1.0)),
             source=str(data.get("source", "")),
+            codec=str(data.get("codec", "auto")),
         )
 
     @classmethod

@@ -25,16 +25,18 @@ def plan_model(
     profile: Profile,
     constraints: Constraints,
     pricing: str = "lambda",
-    link: str | None = None,
+    link: str | LinkModel | None = None,
 ) -> Plan:
     """The plan for `model` from its profile; the memory model calibrated on the profile's
-    measured whole-model peak (see `memory.calibrated`) and sized for the largest batch."""
+    measured whole-model peak (see `memory.calibrated`) and sized for the largest batch; `link`
+    a link model or its file (None: the reference one)."""
     baseline = profile.totals.get("runtime_baseline_bytes") or measure_peak_rss(None, profile.machine["threads"])
     graph = graphs.from_model(model.proto, profile)
     whole = next(sweep(graph, 0, [len(graph)]))
     peak = profile.totals.get("peak_memory_unpacked_bytes") or profile.totals.get("peak_memory_bytes")
     memory = replace(calibrated(int(baseline), peak, whole), batch_scale=batch_scale(profile, constraints))
-    return plan(graph, memory, LinkModel.load(link), pricing_tables.load(pricing), constraints)
+    links = link if isinstance(link, LinkModel) else LinkModel.load(link)
+    return plan(graph, memory, links, pricing_tables.load(pricing), constraints)
 
 
 def whole_plan(partitioned: Plan) -> Plan:

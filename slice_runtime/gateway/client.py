@@ -24,7 +24,9 @@ class HttpSlices:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), read_bufsize=calls.READ_BUFFER_BYTES
+            )
         return self._session
 
     async def run(self, slice_id: str, call: calls.Call) -> calls.Reply:

@@ -23,7 +23,7 @@ from typing import cast
 
 from aiohttp import web
 
-from slice_runtime import loops
+from slice_runtime import calls, loops
 
 log = logging.getLogger("mopar.gateway")
 
@@ -144,6 +144,7 @@ async def start(app: web.Application, host: str, port: int, limits: Limits, acce
         lingering_time=2.0,
         shutdown_timeout=5.0,
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        read_bufsize=calls.READ_BUFFER_BYTES,
     )
     await runner.setup()
     await GuardedSite(runner, host, port, limits.max_connections).start()

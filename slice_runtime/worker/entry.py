@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from slice_runtime import loops
+from slice_runtime import calls, loops
 from slice_runtime.errors import RuntimeFailure, SettingError
 from slice_runtime.options import add_worker_arguments
 from slice_runtime.worker.core import SliceWorker, WorkerSettings
@@ -65,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
         port=settings.port,
         shutdown_timeout=args.grace,
         access_log=None,  # every call is the gateway's; its metrics count them, a log line each costs time
+        read_bufsize=calls.READ_BUFFER_BYTES,
         print=lambda *_: log.info("slice %s listening on %s:%d", settings.slice_id, settings.host, settings.port),
     )
     return 0
@@ -83,7 +84,9 @@ async def _supervised(app: web.Application, settings: WorkerSettings, grace: flo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    runner = web.AppRunner(app, shutdown_timeout=grace, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, shutdown_timeout=grace, handle_signals=False, access_log=None, read_bufsize=calls.READ_BUFFER_BYTES
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

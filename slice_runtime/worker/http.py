@@ -13,6 +13,7 @@ through the store. Errors are `{"error": ...}` with the status `errors.http_stat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,7 @@ from slice_runtime.worker.parent import Supervisor
 
 log = logging.getLogger("mopar.worker")
 MAX_CALL_BYTES = 2**30
+LATE_WRITES_SECONDS = 1.0
 
 
 def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.Application:
@@ -65,8 +67,12 @@ def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.
         await worker.start()
         yield
         if supervisor.gone and worker.transport is not None:
-            # The supervisor died (kill -9): nobody else clears what its requests left.
+            # The supervisor died (kill -9): nobody else clears what its requests left. Once
+            # more a moment later: a store still executes what a dead client sent before it
+            # died, so a tensor can land after the first purge.
             cleared = await worker.transport.purge()
+            await asyncio.sleep(LATE_WRITES_SECONDS)
+            cleared += await worker.transport.purge()
             log.warning("supervisor gone: cleared %d tensor(s) of model %s", cleared, worker.manifest.name)
         await worker.close()
 

@@ -31,6 +31,11 @@ log = logging.getLogger("mopar.worker")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 POLL_SECONDS = 0.5
+# What the supervisor writes before it closes the pipe on an orderly stop. The kernel closes a
+# dead process's files before it re-parents its children, so a worker can see the pipe close
+# while its parent's pid is still the old one: the pipe closing without this word means the
+# supervisor died.
+STOP_WORD = b"stop\n"
 
 
 class Supervisor:
@@ -38,10 +43,15 @@ class Supervisor:
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
+        self.dismissed = False  # the supervisor said stop before it closed the pipe
+        self.closed = False  # the pipe is closed
 
     @property
     def gone(self) -> bool:
-        return self.pid is not None and os.getppid() != self.pid
+        """The supervisor died (rather than stopping this worker in order)."""
+        if self.pid is None:
+            return False
+        return os.getppid() != self.pid or (self.closed and not self.dismissed)
 
     def bind(self) -> bool:
         """Ask for SIGTERM when the parent dies; True if the kernel will send it."""
@@ -56,9 +66,15 @@ class Supervisor:
     async def released(self) -> None:
         """Return once the supervisor closed this worker's stdin or is gone."""
         closed = asyncio.Event()
+        supervisor = self
 
         class _Eof(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                if STOP_WORD.strip() in data:
+                    supervisor.dismissed = True
+
             def connection_lost(self, exc: Exception | None) -> None:
+                supervisor.closed = True
                 closed.set()
 
         loop = asyncio.get_running_loop()

@@ -8,8 +8,8 @@ import statistics
 
 import onnxruntime as ort
 
-from mopar.bench.benchmark import MoparServing, _alternate
 from mopar.bench.peer import Peer, described
+from mopar.bench.serving import MoparServing, _alternate
 from mopar.model.modelfile import load_model
 from mopar.plan import planfile
 from mopar.plan.planner import Constraints

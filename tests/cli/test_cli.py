@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mopar.cli.main import build_parser
+from mopar.cli.main import build_parser, main
 from tests.support import run_cli
 
 
@@ -354,3 +354,36 @@ def test_numeric_options_are_finite_and_in_range(option: list[str], fragment: st
 def test_numeric_option_errors_are_one_line() -> None:
     _assert_one_line_error(run_cli("plan", "model.onnx", "--slo-ms", "nan"), "--slo-ms: expected a finite number")
     _assert_one_line_error(run_cli("serve", "dir", "--grace", "-1"), "--grace: must be at least 0")
+
+
+def test_calibrate_takes_the_store_as_transport_or_redis() -> None:
+    for option in ("--transport", "--redis"):
+        args = build_parser().parse_args(["calibrate", option, "redis://10.77.0.1:6379/0", "-o", "link.json"])
+        assert args.transport == "redis://10.77.0.1:6379/0" and args.worker_host is None
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["bench", "m.onnx", "--codec", "zstd:99"], "zstd level must be in -7..22"),
+        (["bench", "m.onnx", "--codec", "gzip"], "--codec 'gzip'"),
+        (["bench", "m.onnx", "--worker-host", "w0"], "NETNS=ADDRESS"),
+        (["bench", "m.onnx", "--inline-kb", "-1"], "--inline-kb must be 0 or more"),
+        (["bench", "m.onnx", "--link", "missing.json"], "missing.json: not a link model"),
+        (["calibrate", "--transport", "ftp://h/0", "-o", "link.json"], "unsupported store URL"),
+        (["calibrate", "--worker-host", "10.77.0.3", "-o", "link.json"], "NETNS=ADDRESS"),
+        (["calibrate", "--repeat", "0", "-o", "link.json"], "--repeat must be at least 1"),
+    ],
+)
+def test_link_options_are_checked_before_any_work(args: list[str], fragment: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mopar: error:") and fragment in lines[0], lines
+
+
+def test_calibrate_names_an_unreachable_store(tmp_path) -> None:
+    from tests.support import free_port
+
+    done = run_cli("calibrate", "--transport", f"redis://127.0.0.1:{free_port()}/0", "-o", str(tmp_path / "l.json"))
+    _assert_one_line_error(done, "cannot reach Redis", "PING")
+    assert not (tmp_path / "l.json").exists()
