@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install install-test system-deps lint clean
+.PHONY: demo test install install-test system-deps lint proto clean
 
 demo: $(VENV)/.installed
 	$(BIN)/mopar demo
@@ -36,17 +36,30 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
+# The gRPC descriptor the gateway loads, compiled from its .proto by protoc (Debian's
+# protobuf-compiler; a test compiles it again and compares).
+PROTO := slice_runtime/gateway/predict_v2.proto
+proto: $(VENV)/.installed
+	protoc -I $(dir $(PROTO)) --descriptor_set_out=$(VENV)/predict_v2.binpb $(PROTO)
+	$(BIN)/python -c 'import sys; from google.protobuf import descriptor_pb2; \
+		from slice_runtime.gateway.messages import descriptor_module; \
+		files = descriptor_pb2.FileDescriptorSet.FromString(open(sys.argv[1], "rb").read()).file; \
+		open(sys.argv[2], "w").write(descriptor_module(files[0].SerializeToString()))' \
+		$(VENV)/predict_v2.binpb $(dir $(PROTO))predict_v2_descriptor.py
+
 # Programs the tests run for real: redis-server (transports, artifact store, ACL users),
 # openssl (certificates for the TLS transport test), prometheus and promtool (Debian's
 # prometheus package: the alert rules are checked by Prometheus' own tool, and a real
 # Prometheus scrapes real workers, gateways and the operator), ip and tc (iproute2: the
-# hosts in network namespaces and their rate-limited links).
+# hosts in network namespaces and their rate-limited links), protoc (the gRPC descriptor
+# is compiled again and compared).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

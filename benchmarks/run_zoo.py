@@ -235,6 +235,11 @@ def render(out: Path, requests: int, models: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|",
         *load_rows,
         "",
+        "## Dynamic batching",
+        "",
+        "Throughput and latency with and without the gateway's dynamic batching, at concurrency 8 on",
+        "ResNet-50 and BERT-base: [batching.md](batching.md) (`benchmarks/run_batching.py`).",
+        "",
     ]
     return "\n".join(lines)
 

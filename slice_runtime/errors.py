@@ -1,5 +1,6 @@
-"""The data plane's exceptions, named for what went wrong; mapped to HTTP statuses in one place
-(`http_status`, used by the gateway and the workers) and to exit status 2 by the CLI."""
+"""The data plane's exceptions, named for what went wrong; mapped to HTTP statuses and gRPC status
+codes in one table (`http_status`, used by the gateway and the workers; `grpc_status`, by the
+gateway's gRPC adapter) and to exit status 2 by the CLI."""
 
 from __future__ import annotations
 
@@ -52,20 +53,34 @@ class SettingError(RuntimeFailure):
     """A setting (option or environment variable) with a value that cannot be used."""
 
 
-# The one place errors become HTTP statuses: the caller's mistakes are 4xx, ours 5xx. Looked up
-# along the exception's classes, most specific first.
-HTTP_STATUS: dict[type[RuntimeFailure], int] = {
-    InvalidInput: 400,
-    ModelNotFound: 404,
-    MissingTensors: 409,  # a slice asked to run before its inputs were written: the caller's ordering
-    TransportError: 503,
-    SliceFailed: 503,
+# The one place errors become statuses, as (HTTP status, gRPC status code name): the caller's
+# mistakes are 4xx / INVALID_ARGUMENT, NOT_FOUND, ours 5xx / UNAVAILABLE. gRPC codes are named,
+# not grpc.StatusCode members, so that nothing here imports grpc (a slice worker never does).
+# Looked up along the exception's classes, most specific first.
+STATUSES: dict[type[RuntimeFailure], tuple[int, str]] = {
+    InvalidInput: (400, "INVALID_ARGUMENT"),
+    ModelNotFound: (404, "NOT_FOUND"),
+    # a slice asked to run before its inputs were written: the caller's ordering
+    MissingTensors: (409, "FAILED_PRECONDITION"),
+    TransportError: (503, "UNAVAILABLE"),
+    SliceFailed: (503, "UNAVAILABLE"),
 }
+# What answers anything not named above: our bug.
+UNNAMED = (500, "INTERNAL")
+
+
+def _status(error: BaseException) -> tuple[int, str]:
+    for kind in type(error).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]
+    return UNNAMED
 
 
 def http_status(error: BaseException) -> int:
-    """The HTTP status that answers `error` (500 for anything not named above: our bug)."""
-    for kind in type(error).__mro__:
-        if kind in HTTP_STATUS:
-            return HTTP_STATUS[kind]
-    return 500
+    """The HTTP status that answers `error` (500 for anything not named above)."""
+    return _status(error)[0]
+
+
+def grpc_status(error: BaseException) -> str:
+    """The name of the gRPC status code that answers `error` (`grpc.StatusCode[name]`)."""
+    return _status(error)[1]

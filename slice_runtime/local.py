@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +39,7 @@ from slice_runtime import calls, loops
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, SettingError
 from slice_runtime.gateway import lifecycle
+from slice_runtime.gateway.batching import BatchingPolicy, policy_from
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
 from slice_runtime.gateway.http import DRAIN, build_app
@@ -94,6 +96,8 @@ class LocalServer:
     limits: lifecycle.Limits = field(default_factory=lifecycle.Limits)
     store_timeout: float = 5.0
     store_connections: int = 256
+    grpc_port: int | None = None  # also serve the V2 gRPC service there
+    batching: BatchingPolicy | None = None  # dynamic batching (None: off)
     hosts: Mapping[str, Host] = field(default_factory=dict)  # per slice id; the others run here
 
     def __post_init__(self) -> None:
@@ -107,6 +111,7 @@ class LocalServer:
             for e in self.manifest.slices
         }
         self._runner: web.AppRunner | None = None
+        self._rpc: Any = None  # the gRPC server (grpc.aio.Server), when one is asked for
         self._app = web.Application()
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -197,17 +202,33 @@ class LocalServer:
             await store.close()
             await self.stop()
             raise
-        self.plane = DataPlane(
-            self.manifest,
-            store,
-            HttpSlices({sid: w.url for sid, w in self.workers.items()}),
-            name=self.name,
-            retry=self.retry,
-            request_timeout=self.request_timeout,
-            inline_limit=self.inline_limit,
-        )
+        try:
+            self.plane = DataPlane(
+                self.manifest,
+                store,
+                HttpSlices({sid: w.url for sid, w in self.workers.items()}),
+                name=self.name,
+                retry=self.retry,
+                request_timeout=self.request_timeout,
+                inline_limit=self.inline_limit,
+                batching=self.batching,
+            )
+        except SettingError:  # a model dynamic batching cannot merge
+            await store.close()
+            await self.stop(grace=0)
+            raise
         self._app = build_app(self.plane, self.max_body_bytes, self.limits)
         self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
+        if self.grpc_port is not None:
+            from slice_runtime.gateway import grpcserver  # grpc is loaded only when asked for
+
+            try:
+                self._rpc = await grpcserver.start(
+                    self.plane, self._app[DRAIN], self.host, self.grpc_port, self.max_body_bytes
+                )
+            except BaseException:
+                await self.stop(grace=0)
+                raise
         self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def stop(self, grace: float | None = None) -> None:
@@ -220,6 +241,8 @@ class LocalServer:
             self._supervisor.cancel()
         if self._runner is not None:
             await lifecycle.stop(self._runner, self._app[DRAIN], grace)
+        if self._rpc is not None:
+            await self._rpc.stop(1.0)
         for worker in self.workers.values():
             if worker.process is not None and worker.process.stdin is not None:
                 try:  # a word before the pipe closes: this is an orderly stop, not the supervisor's death
@@ -250,6 +273,8 @@ def main(args: argparse.Namespace) -> int:
         limits=lifecycle.limits_from(args),
         store_timeout=args.store_timeout,
         store_connections=args.store_connections,
+        grpc_port=args.grpc_port,
+        batching=policy_from(args),
     )
 
     async def serve() -> None:
@@ -263,6 +288,8 @@ def main(args: argparse.Namespace) -> int:
         for worker in server.workers.values():
             assert worker.process is not None
             print(f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid})", file=sys.stderr, flush=True)
+        if server.grpc_port is not None:
+            print(f"gRPC at {server.host}:{server.grpc_port}", file=sys.stderr, flush=True)
         print(
             f"serving {server.plane.name} at {server.url}/v2/models/{server.plane.name}/infer; Ctrl-C stops",
             file=sys.stderr,

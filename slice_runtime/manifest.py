@@ -4,8 +4,9 @@ Keys: `format`, `model` (name, sha256, file), `inputs`/`outputs` (the whole mode
 specs), `input_ranges`, `slices` (in an order that runs; each `id`, `file`, `sha256`,
 `inputs`, `outputs`, `depends_on`, `memory_mb`, `codecs`, `prepack`, and `group` for a sub-slice,
 `data_file`/`data_sha256` for weights kept beside the file), `joins` (model outputs computed
-in parts, and the axis to concatenate them along) and `plan` (the plan.json it was cut by,
-kept whole for the tools that report on it).
+in parts, and the axis to concatenate them along), `max_batch_size` (for a model with a
+symbolic batch: the largest batch a request may carry; the inputs' leading dimension is -1)
+and `plan` (the plan.json it was cut by, kept whole for the tools that report on it).
 
 This module also owns the names inside a manifest: slice ids (`s0`, `s1`, ...), sub-slice
 ids (`s1.0`, `s1.1`, ...) and the tensors a sub-slice writes (`NAME__part0`, ...).
@@ -135,6 +136,14 @@ class Manifest:
     plan: Mapping[str, Any] = field(default_factory=dict)
     model_file: str | None = None
     directory: Path = Path(".")
+    max_batch_size: int | None = None  # None: the model's shapes are fixed, batch included
+
+    @property
+    def batch_inputs(self) -> list[str]:
+        """The inputs whose leading dimension is the batch (none for a fixed-batch model)."""
+        if self.max_batch_size is None:
+            return []
+        return [s.name for s in self.inputs if s.shape and s.shape[0] == -1]
 
     def path_of(self, entry: SliceEntry) -> Path:
         return self.directory / entry.file
@@ -188,6 +197,8 @@ class Manifest:
         for tensor in self.output_tensors():
             if tensor not in producers:
                 raise ManifestError(f"{where}: model output {tensor!r} is written by no slice")
+        if self.max_batch_size is not None and (self.max_batch_size < 1 or not self.batch_inputs):
+            raise ManifestError(f"{where}: max_batch_size {self.max_batch_size} needs inputs of a variable batch")
 
     def confined(self, name: str) -> Path:
         """DIR/name, refused if it leads outside DIR (through `..`, an absolute path or a symlink)."""
@@ -247,7 +258,7 @@ class Manifest:
         model: dict[str, Any] = {"name": self.name, "sha256": self.sha256}
         if self.model_file:
             model["file"] = self.model_file
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT,
             "model": model,
             "inputs": [s.to_json() for s in self.inputs],
@@ -255,8 +266,11 @@ class Manifest:
             "input_ranges": {k: list(v) for k, v in self.input_ranges.items()},
             "slices": [e.to_json() for e in self.slices],
             "joins": {t: {"axis": j.axis, "parts": list(j.parts)} for t, j in self.joins.items()},
-            "plan": dict(self.plan),
         }
+        if self.max_batch_size is not None:
+            data["max_batch_size"] = self.max_batch_size
+        data["plan"] = dict(self.plan)
+        return data
 
     def dumps(self, compact: bool = False) -> str:
         if compact:
@@ -308,6 +322,7 @@ def parse(data: Any, directory: str | Path = ".", where: str = "manifest") -> Ma
             input_ranges={k: (int(v[0]), int(v[1])) for k, v in data.get("input_ranges", {}).items()},
             plan=dict(data.get("plan") or {}),
             directory=Path(directory),
+            max_batch_size=None if data.get("max_batch_size") is None else int(data["max_batch_size"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ManifestError(f"{where}: malformed manifest ({error!r})") from None

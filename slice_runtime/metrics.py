@@ -51,6 +51,12 @@ GATEWAY_IN_FLIGHT = Gauge("mopar_gateway_in_flight_requests", "Inference request
 GATEWAY_RETRIES = Counter(
     "mopar_gateway_slice_retries_total", "Slice calls retried after a failure.", ["model", "slice"]
 )
+GATEWAY_BATCH_REQUESTS = Histogram(
+    "mopar_gateway_batch_requests",
+    "Requests merged into one run of the slices by dynamic batching.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 STORE_UP = Gauge("mopar_store_up", "1 when the activation store answered its last health check.", ["model"])
 
 

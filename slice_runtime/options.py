@@ -74,6 +74,31 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dynamic batching at the gateway (`gateway.batching`), off unless asked for."""
+    parser.add_argument(
+        "--dynamic-batching",
+        action="store_true",
+        default=env_str("MOPAR_DYNAMIC_BATCHING", "") in ("1", "true"),
+        help="merge concurrent requests into batches of up to the model's max batch ($MOPAR_DYNAMIC_BATCHING)",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=number(int, 0, 10_000_000),
+        default=env_int("MOPAR_MAX_QUEUE_DELAY_US", 0, 0),
+        metavar="US",
+        help="microseconds a request may wait for others to join its batch (default 0: none; "
+        "Triton's max_queue_delay_microseconds)",
+    )
+    parser.add_argument(
+        "--batches-in-flight",
+        type=COUNT,
+        default=env_int("MOPAR_BATCHES_IN_FLIGHT", 0, 0) or None,
+        metavar="N",
+        help="batches running at once; requests beyond wait for the next (default: two per stage of the pipeline)",
+    )
+
+
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """`mopar worker` options; each defaults to its MOPAR_* environment variable."""
     parser.add_argument("--manifest", default=env_str("MOPAR_MANIFEST"), help="manifest.json or its directory")
@@ -147,6 +172,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=env_str("MOPAR_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=PORT, default=env_int("MOPAR_PORT", 8080, 0))
     parser.add_argument(
+        "--grpc-port",
+        type=PORT,
+        default=env_int("MOPAR_GRPC_PORT", 0, 0) or None,
+        help="also serve the V2 gRPC service on this port (default: none; $MOPAR_GRPC_PORT)",
+    )
+    parser.add_argument(
         "--request-timeout", type=number(float, 0.1), default=env_float("MOPAR_REQUEST_TIMEOUT", 60.0, 0.1)
     )
     parser.add_argument("--call-timeout", type=number(float, 0.1), default=env_float("MOPAR_CALL_TIMEOUT", 30.0, 0.1))
@@ -172,6 +203,7 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_store_arguments(parser)
     add_http_arguments(parser)
+    add_batching_arguments(parser)
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +231,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "off the command line)",
     )
     parser.add_argument("--port", type=PORT, default=8080, help="gateway port (default 8080)")
+    parser.add_argument("--grpc-port", type=PORT, help="also serve the V2 gRPC service on this port (default: none)")
     parser.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     parser.add_argument("--threads", type=COUNT, default=1, help="onnxruntime threads per worker (default 1)")
     parser.add_argument("--name", help="model name (default: the manifest's)")
@@ -210,3 +243,4 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_store_arguments(parser)
     add_http_arguments(parser)
+    add_batching_arguments(parser)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+JSON_TYPE = "application/json"
 # How long the gateway's readiness check waits for one slice's answer (it asks all at once).
 SLICE_CHECK_SECONDS = 2.0
 
@@ -33,15 +36,21 @@ class ThrottledCheck:
         return ok
 
 
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """`data` as JSON with the content type exactly `application/json`: aiohttp's own adds
+    `; charset=utf-8`, and KServe's client reads an error's text only for the exact type."""
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON_TYPE})
+
+
 def routes(prefix: str, ready: Callable[[], Awaitable[bool]]) -> list[web.RouteDef]:
     """GET {prefix}/health/live, {prefix}/health/ready (503 until `ready()`), and /metrics."""
 
     async def live(request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
+        return json_response({"live": True})
 
     async def readiness(request: web.Request) -> web.Response:
         ok = await ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        return json_response({"ready": ok}, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -22,7 +22,12 @@ from slice_runtime.errors import InvalidInput
 from slice_runtime.tensors import TensorSpec, dtype_of_v2, v2_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# Exactly this, no `; charset=...`: KServe's client reads an error's text only for this type.
 JSON_TYPE = "application/json"
+# The one version of a model a gateway serves: what its metadata reports, and what the
+# `/versions/{version}` routes and gRPC `model_version` accept (besides none at all).
+MODEL_VERSION = "1"
+EXTENSIONS = ["binary_tensor_data"]
 BINARY_TYPE = "application/octet-stream"
 
 
@@ -129,7 +134,7 @@ def _flag(parameters: Mapping[str, Any], key: str, output: str | None) -> bool:
     return value
 
 
-def _shape(name: str, shape: Any) -> tuple[list[int], int]:
+def tensor_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """The shape and its element count, exactly (Python integers: no product wraps to 0)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidInput(f"input {name!r} needs a 'shape' of non-negative integers")
@@ -147,7 +152,7 @@ def _input_tensor(item: Any, binary: memoryview, offset: int) -> tuple[np.ndarra
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input needs a 'name'")
     name = item["name"]
-    shape, count = _shape(name, item.get("shape"))
+    shape, count = tensor_shape(name, item.get("shape"))
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidInput(f"input {name!r} needs a 'datatype' string")
@@ -210,6 +215,21 @@ def check_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) 
             raise InvalidInput(problem)
 
 
+def check_batch(inputs: Mapping[str, np.ndarray], batch_inputs: Sequence[str], max_batch: int | None) -> int:
+    """The request's batch: the leading dimension of the batch inputs, the same in each, from 1 up
+    to `max_batch` (1 for a model without a variable batch); InvalidInput otherwise."""
+    if max_batch is None or not batch_inputs:
+        return 1
+    batches = {name: int(inputs[name].shape[0]) for name in batch_inputs}
+    if len(set(batches.values())) > 1:
+        shown = ", ".join(f"{name} {size}" for name, size in batches.items())
+        raise InvalidInput(f"the batch inputs disagree on the batch: {shown}")
+    batch = next(iter(batches.values()))
+    if not 1 <= batch <= max_batch:
+        raise InvalidInput(f"a batch of {batch}: this model takes batches of 1 to {max_batch}")
+    return batch
+
+
 def encode_response(
     model: str, request: InferRequest, outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 ) -> tuple[bytes, dict[str, str]]:
@@ -217,7 +237,7 @@ def encode_response(
     check_outputs(request, specs)
     names = request.requested if request.requested is not None else [s.name for s in specs]
     items, chunks = _tensors({n: outputs[n] for n in names}, request.binary)
-    document: dict[str, Any] = {"model_name": model, "outputs": items}
+    document: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION, "outputs": items}
     if request.id is not None:
         document["id"] = request.id
     return _body(document, chunks)
@@ -270,7 +290,7 @@ def model_metadata(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Te
 
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnxruntime_onnx",
         "inputs": tensors(inputs),
         "outputs": tensors(outputs),

@@ -11,6 +11,11 @@ peer, ...), so the machine's drift hits all three alike (`serving`):
   told that codec, each taking its turn too (`transfers`: what moving the tensors was
   predicted to cost and cost, per codec).
 
+With `batching`, `whole+batching` and `partitioned+batching` too: whole and partitioned with
+the gateway's dynamic batching on (`slice_runtime.gateway.batching`), for a model with a
+symbolic batch planned with a maximum batch of 2 or more. Their functions' figures are per
+request: a run serves several, so its time and fee are shared among them.
+
 Workers run here or, given hosts (`--worker-host`, network namespaces built by `topology`),
 on those hosts in turn, so the tensors cross real, rate-limited links; the gateway runs in
 this process, so on the gateway's host.
@@ -51,16 +56,19 @@ from mopar.profile.profiler import Profile, machine_facts
 from mopar.slice.slicer import slice_model
 from slice_runtime import manifest as manifests
 from slice_runtime import v2
+from slice_runtime.gateway.batching import BatchingPolicy
 from slice_runtime.local import Host
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
 
 TABLES = ("lambda", "lambda-cpu-scaled", "knative")
 SERVINGS = ("peer", "whole", "partitioned")
+BATCHED = "+batching"  # the label suffix of a serving with dynamic batching
 
 
-def _functions(plan: Plan, manifest: manifests.Manifest, served: Served) -> list[dict[str, Any]]:
-    """One row per function (slice or sub-slice): measured RSS and time, planned touch."""
+def _functions(plan: Plan, manifest: manifests.Manifest, served: Served, requests: int) -> list[dict[str, Any]]:
+    """One row per function (slice or sub-slice): measured RSS and time, planned touch, and the
+    runs a request costs it (1 unless dynamic batching shares runs among requests)."""
     by_group: dict[str, Option] = {manifests.slice_id(i): option for i, option in enumerate(plan.slices)}
     rows = []
     for entry in manifest.slices:
@@ -76,6 +84,7 @@ def _functions(plan: Plan, manifest: manifests.Manifest, served: Served) -> list
                 "read_ms": stats["read_ms"],
                 "write_ms": stats["write_ms"],
                 "runs": stats["runs"],
+                "runs_per_request": round((stats["runs"] - served.runs_before.get(entry.id, 0)) / max(requests, 1), 4),
                 "bytes_raw": stats["read_raw_bytes"] + stats["write_raw_bytes"],
                 "bytes_compressed": stats["read_wire_bytes"] + stats["write_wire_bytes"],
                 "touched_byte_ms": option.touched_byte_ms / option.parts * measured_ms / max(option.duration_ms, 1e-9),
@@ -98,17 +107,18 @@ def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> 
         "resource_efficiency": {},
         "mismatched_outputs": served.mismatches,
     }
+    share = [f.get("runs_per_request", 1.0) for f in functions]  # a batched run is shared
     for name in TABLES:
         table = pricing.load(name)
         memory = [table.allocate_mb(f["rss_mb"]) for f in functions]
         figures["memory_mb"][name] = memory
         figures["gb_seconds"][name] = round(
-            sum(table.gb_seconds(m, f["time_ms"]) for m, f in zip(memory, functions)), 8
+            sum(r * table.gb_seconds(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 8
         )
         figures["cost_per_million_usd"][name] = round(
-            1e6 * sum(table.invocation_usd(m, f["time_ms"]) for m, f in zip(memory, functions)), 6
+            1e6 * sum(r * table.invocation_usd(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 6
         )
-        allocated = sum(m * MB * table.billed_ms(f["time_ms"], m) for m, f in zip(memory, functions))
+        allocated = sum(r * m * MB * table.billed_ms(f["time_ms"], m) for m, f, r in zip(memory, functions, share))
         figures["resource_efficiency"][name] = round(sum(f["touched_byte_ms"] for f in functions) / allocated, 4)
     return figures
 
@@ -162,13 +172,17 @@ def bench(
     progress: Report | None = None,
     codecs: Sequence[str] = ("auto",),
     hosts: Sequence[Host] = (),
+    batching: BatchingPolicy | None = None,
 ) -> dict[str, Any]:
     """Serve and measure the peer, `whole_plan` and `plan` (once per setting of `codecs`, the
     workers told that codec; the first is `partitioned`), workers on `hosts` in turn (none:
-    here), tensors inside the calls up to the plan's link model's `inline_bytes`."""
+    here), tensors inside the calls up to the plan's link model's `inline_bytes`; with
+    `batching`, whole and partitioned again with the gateway's dynamic batching."""
     report = progress or (lambda phase, done, total: None)
     if requests < 1 or concurrency < 1:
         raise UsageError("--requests and --concurrency must be at least 1")
+    if batching is not None and (plan.constraints.max_batch or 1) < 2:
+        raise UsageError("--batching needs a model with a symbolic batch and --max-batch of 2 or more")
     if not codecs or len(set(codecs)) != len(codecs):
         raise UsageError(f"give each --codec once, got {', '.join(codecs) or 'none'}")
     try:
@@ -184,7 +198,7 @@ def bench(
     chosen = {"whole": whole_plan, "partitioned": plan}
     manifests_by_label: dict[str, manifests.Manifest] = {}
     for label, which in chosen.items():
-        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes)
+        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes, profile.batch)
         manifests_by_label[label] = slice_model(model, data, work / label)
     model_file = work / "model.onnx"
     model_file.write_bytes(model.serialized())
@@ -200,6 +214,12 @@ def bench(
                      hosts=part_hosts, inline_limit=inline)
         for i, name in enumerate(codecs)
     ]  # fmt: skip
+    if batching is not None:
+        servings += [
+            MoparServing(work / label, transport, label + BATCHED, codec=codecs[0], namespace=f"bench-{label}-batched",
+                         hosts=placed, inline_limit=inline, batching=batching)
+            for label, placed in (("whole", whole_hosts), ("partitioned", part_hosts))
+        ]  # fmt: skip
     turns: list[str] = []
     served, peer_stats = asyncio.run(
         serve_all(
@@ -220,14 +240,20 @@ def bench(
         "peer": _peer_figures(served["peer"], int(peer_stats["peak_rss_bytes"]), plan.whole, requests)
     }
     for label, which in chosen.items():
-        functions = _functions(which, manifests_by_label[label], served[label])
+        functions = _functions(which, manifests_by_label[label], served[label], requests)
         results[label] = {**_figures(served[label], functions, requests), "slices": functions}
+    batched: dict[str, Any] = {}
+    if batching is not None:
+        for label, which in chosen.items():
+            functions = _functions(which, manifests_by_label[label], served[label + BATCHED], requests)
+            figures = _figures(served[label + BATCHED], functions, requests)
+            batched[label] = {**figures, "slices": functions, "vs_unbatched": _vs(results[label], figures)}
     peer, whole, ours = results["peer"], results["whole"], results["partitioned"]
     by_codec = {}
     for name in codecs:
         figures = ours
         if labels[name] != "partitioned":
-            functions = _functions(plan, manifests_by_label["partitioned"], served[labels[name]])
+            functions = _functions(plan, manifests_by_label["partitioned"], served[labels[name]], requests)
             figures = {**_figures(served[labels[name]], functions, requests), "slices": functions}
         by_codec[name] = {
             **figures,
@@ -265,6 +291,7 @@ def bench(
             "prepack": [o.prepack for o in plan.slices],
             "codecs": {t: transfer.setting.name for o in plan.slices for t, transfer in o.writes.items()},
             "predicted_cost_ratio": round(plan.whole.cost_usd / max(plan.cost_usd, 1e-15), 4),
+            "max_batch": plan.constraints.max_batch or 1,
         },
         "peer": peer,
         "whole": whole,
@@ -281,6 +308,7 @@ def bench(
             "measured_share_reached": round(_share(limit["saving"], measured_saving), 4),
         },  # fmt: skip
         "transfer_overhead": _transfer_overhead(ours["slices"]),
+        **({"batched": {"max_queue_delay_us": batching.max_queue_delay_microseconds, **batched}} if batching else {}),
     }
 
 

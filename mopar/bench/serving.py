@@ -22,6 +22,7 @@ import numpy as np
 from mopar.bench.peer import Peer
 from mopar.errors import UsageError
 from slice_runtime import calls, v2
+from slice_runtime.gateway.batching import BatchingPolicy
 from slice_runtime.local import Host, LocalServer, free_port
 
 Report = Callable[[str, int, int], None]
@@ -35,6 +36,7 @@ class Served:
     busy_s: float = 0.0  # wall time of its turns: throughput is requests / busy
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # per slice id, the worker's /stats
     mismatches: int = 0
+    runs_before: dict[str, int] = field(default_factory=dict)  # per slice id, runs of the warm-up
 
 
 class MoparServing:
@@ -50,6 +52,7 @@ class MoparServing:
         hosts: Mapping[str, Host] | None = None,
         inline_limit: int = calls.DEFAULT_INLINE_LIMIT,
         namespace: str | None = None,
+        batching: BatchingPolicy | None = None,
     ) -> None:
         self.server = LocalServer(
             directory,
@@ -59,6 +62,7 @@ class MoparServing:
             worker_args=["--codec", codec],
             hosts=dict(hosts or {}),
             inline_limit=inline_limit,
+            batching=batching,
         )
         self.label = label
         self.codec = codec
@@ -97,7 +101,9 @@ class MoparServing:
 
     async def worker_stats(self, reset: bool = False) -> None:
         for slice_id, worker in self.server.workers.items():
-            if reset:
+            if reset:  # a reset clears the medians and bytes, not the count of runs
+                async with self.session.get(f"{worker.url}/stats") as response:
+                    self.served.runs_before[slice_id] = int((await response.json())["runs"])
                 async with self.session.post(f"{worker.url}/stats/reset"):
                     pass
             else:

@@ -18,6 +18,7 @@ from mopar.errors import UsageError
 from mopar.model.modelfile import load_model, parse_input_shape
 from mopar.plan.linkmodel import LinkModel
 from mopar.plan.planning import whole_plan
+from slice_runtime.gateway.batching import BatchingPolicy
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
             report,
             codecs=codecs,
             hosts=hosts,
+            batching=BatchingPolicy(args.max_queue_delay_us) if args.batching else None,
         )
     out.print(result_table(result))
     if len(codecs) > 1 or hosts:
         out.print(codec_table(result))
+    if "batched" in result:
+        out.print(batching_table(result))
     if args.output:
         save(result, args.output)
         err.print(f"wrote {args.output}")
@@ -177,4 +181,30 @@ def result_table(result: dict[str, Any]) -> Table:
     wire = sum(s["bytes_compressed"] for s in ours["slices"])
     table.add_row("bytes moved raw / wire", "", "", f"{raw / 2**20:.1f} / {wire / 2**20:.1f} MB", "", "")
     table.add_row("transfer / compute, worst slice", "", "", f"{result['transfer_overhead']['max']:.1%}", "", "")
+    return table
+
+
+def batching_table(result: dict[str, Any]) -> Table:
+    """Throughput and latency with and without the gateway's dynamic batching."""
+    batched, settings = result["batched"], result["settings"]
+    table = Table(
+        title=f"dynamic batching: concurrency {settings['concurrency']}, max batch "
+        f"{result['plan']['max_batch']}, max queue delay {batched['max_queue_delay_us']} us"
+    )
+    for column in ("serving", "throughput req/s", "p50 ms", "p99 ms", "requests / run"):
+        table.add_column(column, justify="left" if column == "serving" else "right")
+    for label in ("whole", "partitioned"):
+        for name, figures in ((label, result[label]), (f"{label} + batching", batched[label])):
+            runs = figures["slices"][0]["runs_per_request"]  # of the first function
+            table.add_row(
+                name,
+                f"{figures['throughput_rps']:.2f}",
+                f"{figures['p50_ms']:.1f}",
+                f"{figures['p99_ms']:.1f}",
+                f"{1 / runs:.2f}" if runs else "-",
+            )
+        ratio = batched[label]["vs_unbatched"]
+        table.add_row(
+            f"  {label}: batching vs not", f"{ratio['throughput']:.2f}x", f"{ratio['latency_p50']:.2f}x", "", ""
+        )
     return table

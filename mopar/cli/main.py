@@ -87,6 +87,13 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
         "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
     )
     plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
+    plan.add_argument(
+        "--max-batch",
+        type=COUNT,
+        metavar="N",
+        help="largest batch a request may carry, for a model with a symbolic batch: slices are sized for it "
+        "(default: the batch profiled, 1 unless --input-shape says otherwise)",
+    )
     cores = os.cpu_count() or 1
     plan.add_argument(
         "--cores",
@@ -226,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
         "0: every tensor through the store",
     )
     _add_worker_host_option(bench, "run the workers on these hosts in turn", repeatable=True)
+    bench.add_argument(
+        "--batching",
+        action="store_true",
+        help="also serve whole and partitioned with dynamic batching (a model with a symbolic batch, --max-batch N)",
+    )
+    bench.add_argument(
+        "--max-queue-delay-us",
+        type=AT_LEAST_0,
+        default=0,
+        metavar="US",
+        help="with --batching: microseconds a request may wait for others (default 0)",
+    )
     bench.add_argument("--work-dir", help="keep the slice directories here (default: a temporary directory)")
     bench.add_argument("-o", "--output", help="write result.json here")
     bench.set_defaults(run="mopar.cli.bench:run")

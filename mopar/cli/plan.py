@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
     result = make_plan(model, profile, args)
-    data = planfile.to_json(result, profile.model, profile.tensor_specs, profile.settings.get("input_shapes", {}))
+    shapes = profile.settings.get("input_shapes", {})
+    data = planfile.to_json(result, profile.model, profile.tensor_specs, shapes, profile.batch)
     out.print(plan_table(data))
     out.print(predicted_table(data))
     if args.output:
@@ -56,13 +57,17 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link
         max_cut_tensors=args.max_cut_tensors,
         slices=args.slices,
         cores=args.cores,
+        max_batch=args.max_batch,
     )
     return plan_model(model, profile, constraints, args.pricing, link or args.link)
 
 
 def plan_table(data: dict[str, Any]) -> Table:
+    batch = data.get("batch")
+    sized = f", memory for batches up to {batch['max']} (profiled at {batch['profiled']})" if batch else ""
     table = Table(
         title=f"plan for {data['model']['name']}: objective {data['objective']}, pricing {data['pricing']['name']}"
+        + sized
     )
     for column in ("slice", "nodes", "first .. last", "memory MB", "time ms", "sub-slices", "$/M requests"):
         table.add_column(column, justify="left" if column in ("slice", "first .. last", "sub-slices") else "right")

@@ -2,10 +2,13 @@
 
 A `ModelFile` is an ONNX model with static input shapes (symbolic dimensions fixed by
 `--input-shape NAME=1x3x224x224`), its name (the file stem), the sha256 of the file
-and the specs of its inputs and outputs. Refused with one line, before anything runs:
-weights kept outside the model's folder, operators of domains onnxruntime does not
-implement (custom-op libraries are not loaded), and tensors the data plane cannot carry
-(STRING, which V2 calls BYTES, and element types numpy has no dtype for).
+and the specs of its inputs and outputs. A symbolic leading dimension of an input is the
+batch (as in Triton's `max_batch_size` models): it defaults to 1 for profiling, every batch
+input gets the same, and `batch_inputs` names them so the slices keep it symbolic.
+Refused with one line, before anything runs: weights kept outside the model's folder,
+operators of domains onnxruntime does not implement (custom-op libraries are not loaded),
+and tensors the data plane cannot carry (STRING, which V2 calls BYTES, and element types
+numpy has no dtype for).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ class ModelFile:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Inputs whose leading dimension is the model's symbolic batch, and the batch it is profiled at.
+    batch_inputs: tuple[str, ...] = ()
+    batch_size: int = 1
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.batch_inputs)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -91,7 +101,8 @@ def load_model(
         except onnx.checker.ValidationError as error:
             raise ModelError(f"{path}: invalid ONNX model: {_first_line(error)}") from None
     shapes = {name: tuple(int(d) for d in dims) for name, dims in (input_shapes or {}).items()}
-    _fix_input_shapes(proto, shapes, path)
+    batch_inputs, batch_size = _batch(proto, shapes, path)
+    _fix_input_shapes(proto, shapes, path, {n: batch_size for n in batch_inputs if n not in shapes})
     return ModelFile(
         path=path,
         proto=proto,
@@ -100,6 +111,8 @@ def load_model(
         inputs=[_tensor_spec(v, "input", path) for v in _graph_inputs(proto)],
         outputs=[_tensor_spec(v, "output", path) for v in proto.graph.output],
         input_shapes=shapes,
+        batch_inputs=batch_inputs,
+        batch_size=batch_size,
     )
 
 
@@ -184,13 +197,34 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in proto.graph.input if v.name not in initializers]
 
 
-def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], path: Path) -> None:
+def _batch(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], path: Path) -> tuple[tuple[str, ...], int]:
+    """The inputs whose leading dimension is symbolic (the batch), and the one batch they are
+    profiled at: what --input-shape gives them, else 1."""
     inputs = {v.name: v for v in _graph_inputs(proto)}
     for name in shapes:
         if name not in inputs:
             raise UsageError(f"--input-shape names {name!r}, but {path.name} has inputs: {', '.join(inputs)}")
+    batched = tuple(
+        name
+        for name, value in inputs.items()
+        if value.type.tensor_type.shape.dim and not value.type.tensor_type.shape.dim[0].HasField("dim_value")
+    )
+    given = {shapes[name][0] for name in batched if name in shapes and shapes[name]}
+    if len(given) > 1:
+        raise UsageError(f"--input-shape gives the batch inputs {', '.join(batched)} different batches {sorted(given)}")
+    return batched, given.pop() if given else 1
+
+
+def _fix_input_shapes(
+    proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], path: Path, batches: Mapping[str, int]
+) -> None:
+    """Fix the inputs' dimensions to `shapes`, and the leading one of those in `batches`."""
+    inputs = {v.name: v for v in _graph_inputs(proto)}
     for name, value in inputs.items():
         dims = value.type.tensor_type.shape.dim
+        if name in batches:
+            dims[0].Clear()
+            dims[0].dim_value = batches[name]
         if name in shapes:
             if len(shapes[name]) != len(dims):
                 raise UsageError(

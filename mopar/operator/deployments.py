@@ -8,7 +8,7 @@ from typing import Any
 
 from mopar.operator import names
 from mopar.operator.names import Object
-from mopar.operator.pods import PORT, deployment_pod_spec
+from mopar.operator.pods import GRPC_PORT, GRPC_PORT_NAME, PORT, deployment_pod_spec
 from mopar.operator.scaling import Autoscaling
 from mopar.operator.spec import ModelSpec
 
@@ -37,7 +37,22 @@ def build_deployment(
     }
 
 
-def build_service(name: str, owner: Mapping[str, Any], component: str, slice_id: str | None = None) -> Object:
+def build_service(
+    name: str, owner: Mapping[str, Any], component: str, slice_id: str | None = None, grpc: bool = False
+) -> Object:
+    """A ClusterIP Service: HTTP on port 80 and, for a gateway serving gRPC, gRPC on GRPC_PORT
+    (appProtocol h2c: HTTP/2 without TLS, for meshes and gateways that route by protocol)."""
+    ports: list[dict[str, Any]] = [{"name": "http", "port": 80, "targetPort": PORT, "protocol": "TCP"}]
+    if grpc:
+        ports.append(
+            {
+                "name": GRPC_PORT_NAME,
+                "port": GRPC_PORT,
+                "targetPort": GRPC_PORT,
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -45,7 +60,7 @@ def build_service(name: str, owner: Mapping[str, Any], component: str, slice_id:
         "spec": {
             "type": "ClusterIP",
             "selector": names.selector(owner["name"], component, slice_id),
-            "ports": [{"name": "http", "port": 80, "targetPort": PORT, "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 

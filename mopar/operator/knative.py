@@ -53,6 +53,7 @@ def build_knative_service(
     scaling: Autoscaling,
     concurrency: int,
     slice_id: str | None = None,
+    pod_labels: Mapping[str, str] | None = None,
 ) -> Object:
     metadata = names.metadata(name, owner, component, slice_id)
     if component == "slice":  # slices are reached by the gateway only
@@ -64,7 +65,7 @@ def build_knative_service(
         "spec": {
             "template": {
                 "metadata": {
-                    "labels": names.labels(owner["name"], component, slice_id),
+                    "labels": {**names.labels(owner["name"], component, slice_id), **(pod_labels or {})},
                     "annotations": autoscaling_annotations(scaling, memory_mib(container["resources"])),
                 },
                 "spec": {

@@ -23,6 +23,8 @@ SLICE_LABEL = f"{PREFIX}/slice"
 HASH_ANNOTATION = f"{PREFIX}/prepare-hash"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# On the pods of the Knative Service that serves a gateway's gRPC (their user port is gRPC's).
+PROTOCOL_LABEL = "mopar.dev/protocol"
 # The key of the plan ConfigMap that holds manifest.json.
 MANIFEST_KEY = "manifest.json"
 
@@ -43,6 +45,11 @@ def slice_name(pm: str, slice_id: str) -> str:
 def gateway_name(pm: str, serving: str) -> str:
     # The Knative gateway takes the model's own name: its URL is the model's endpoint.
     return dns_name(pm) if serving == KNATIVE else dns_name(pm, "gateway")
+
+
+def grpc_gateway_name(pm: str) -> str:
+    """The Knative Service of the gateway's gRPC service (a Knative Service has one port)."""
+    return dns_name(pm, "grpc")
 
 
 def plan_configmap_name(pm: str) -> str:

@@ -25,6 +25,13 @@ PORT = 8080
 # Knative accepts only these port names (k8s_validation.go validPortNames) and renames the
 # port `user-port` on the pods it makes (revision_helpers.go UserPortName).
 PORT_NAME = "http1"
+# The gateway's gRPC service (KServe's port). A Knative Service has exactly one port, so on
+# Knative gRPC is a second Service whose one port is named `h2c` (HTTP/2 without TLS all the
+# way to the container); its probes still name the HTTP port by number, which Knative allows
+# (only a named probe port must be the user port) and its prober reaches over HTTP/1.1.
+GRPC_PORT = 8081
+GRPC_PORT_NAME = "grpc"
+H2C = "h2c"
 MANIFEST_DIR = "/etc/mopar"
 CACHE_DIR = "/tmp/mopar-cache"  # slice files and optimised graphs, on the pod's /tmp emptyDir
 USER = 10001
@@ -180,8 +187,15 @@ def slice_container(
 
 
 def gateway_container(
-    units: Sequence[SliceUnit], owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings
+    units: Sequence[SliceUnit],
+    owner: Mapping[str, Any],
+    spec: ModelSpec,
+    settings: OperatorSettings,
+    serving: str = DEPLOYMENT,
+    grpc_only: bool = False,
 ) -> dict[str, Any]:
+    """The gateway: REST on PORT and, where the spec asks for gRPC, gRPC on GRPC_PORT; on Knative
+    the REST gateway's Service exposes REST only, and `grpc_only` builds the gRPC one's."""
     urls = ",".join(f"{u.id}={slice_url(owner, u, settings)}" for u in units)
     env = [
         *_runtime_env(owner, spec, settings),
@@ -191,8 +205,21 @@ def gateway_container(
         {"name": "MOPAR_REQUEST_TIMEOUT", "value": str(spec.timeout_seconds)},
         {"name": "MOPAR_CALL_TIMEOUT", "value": str(min(30, spec.timeout_seconds))},
     ]
+    if spec.dynamic_batching:
+        env += [
+            {"name": "MOPAR_DYNAMIC_BATCHING", "value": "1"},
+            {"name": "MOPAR_MAX_QUEUE_DELAY_US", "value": str(spec.max_queue_delay_us)},
+        ]
+    grpc = spec.runtime.gateway.grpc and (serving != KNATIVE or grpc_only)
+    if grpc:
+        env.append({"name": "MOPAR_GRPC_PORT", "value": str(GRPC_PORT)})
     probes = ("/v2/health/live", "/v2/health/ready", GATEWAY_READY_TIMEOUT)
-    return _container("gateway", ["gateway"], env, gateway_resources(spec), spec, settings, probes)
+    container = _container("gateway", ["gateway"], env, gateway_resources(spec), spec, settings, probes)
+    if grpc_only:
+        container["ports"] = [{"name": H2C, "containerPort": GRPC_PORT}]
+    elif grpc:
+        container["ports"].append({"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT})
+    return container
 
 
 def memory_mib(resources: Mapping[str, Any]) -> int | None:

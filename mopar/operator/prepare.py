@@ -52,10 +52,11 @@ def plan_spec(
         max_slice_memory_mb=spec.max_memory_mib,
         split=spec.split,
         max_split=spec.max_split,
+        max_batch=spec.max_batch_size,
     )
     plan = plan_model(model, profile, constraints, spec.pricing)
     shapes = {k: list(v) for k, v in spec.input_shapes.items()}
-    return model, profile, planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)
+    return model, profile, planfile.to_json(plan, profile.model, profile.tensor_specs, shapes, profile.batch)
 
 
 async def prepare(

@@ -46,6 +46,9 @@ async def check(ctx: Context) -> None:
     gateway_ready = ready_replicas(gateway, serving)
     url = (gateway or {}).get("status", {}).get("url") if serving == KNATIVE else None
     waiting = sorted(sid for sid, n in ready.items() if n < 1) + ([] if gateway_ready else ["gateway"])
+    if spec.runtime.gateway.grpc and serving == KNATIVE:  # gRPC has a Knative Service of its own
+        if not ready_replicas(by_name.get(names.grpc_gateway_name(ctx.name)), serving):
+            waiting.append("the gRPC gateway")
     all_ready = not waiting
     was_ready = (status.condition(ctx.current, "Ready") or {}).get("status") == "True"
     ctx.write_status(

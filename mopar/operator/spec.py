@@ -41,6 +41,8 @@ MAX_TIMEOUT_SECONDS = 600
 MAX_CONTAINER_CONCURRENCY = 1000
 MAX_SLO_MS = 3_600_000.0  # an hour
 MAX_MEMORY_MIB = 1_048_576  # 1 TiB
+MAX_BATCH_SIZE = 4096
+MAX_QUEUE_DELAY_US = 10_000_000  # ten seconds
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _CODEC = re.compile(r"^(auto|none|zstd-?[0-9]{1,2}(\+shuffle)?)$")
 __all__ = ["DEPLOYMENT", "KNATIVE", "Autoscaling", "ModelSpec", "SpecError", "parse"]
@@ -63,6 +65,7 @@ class Gateway:
     resources: Mapping[str, Any] | None = None
     container_concurrency: int = 0  # no hard limit: the autoscaler's target spreads the load
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    grpc: bool = False  # also serve the V2 gRPC service
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ class ModelSpec:
     runtime: Runtime = field(default_factory=Runtime)
     pod: PodSettings = field(default_factory=PodSettings)
     serving: str = "auto"
+    max_batch_size: int | None = None  # the largest batch a request may carry (None: the batch profiled)
+    max_queue_delay_us: int | None = None  # dynamic batching's delay (None: no dynamic batching)
+
+    @property
+    def dynamic_batching(self) -> bool:
+        return self.max_queue_delay_us is not None
 
     @property
     def scheme(self) -> str:
@@ -142,6 +151,8 @@ class ModelSpec:
             "memory": [self.min_memory_mib, self.max_memory_mib],
             "threads": self.runtime.threads,
         }
+        if self.max_batch_size is not None:  # slices are sized for it (absent: the hashes as before)
+            inputs["max_batch_size"] = self.max_batch_size
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -180,6 +191,8 @@ SPEC_FIELDS = {
     "transport",
     "runtime",
     "serving",
+    "maxBatchSize",
+    "dynamicBatching",
     "serviceAccountName",
     "imagePullSecrets",
     "nodeSelector",
@@ -228,6 +241,15 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     if min_mib is not None and max_mib is not None and min_mib > max_mib:
         raise SpecError(f"spec.memory: minMiB {min_mib} is above maxMiB {max_mib}")
     serving = fields.choice(spec, "serving", "spec.serving", SERVING_MODES, "auto")
+    max_batch = fields.integer(spec, "maxBatchSize", "spec.maxBatchSize", None, 1, MAX_BATCH_SIZE)
+    delay = None
+    if spec.get("dynamicBatching") is not None:
+        batching = fields.mapping(spec, "dynamicBatching", "spec.dynamicBatching")
+        fields.known(batching, "spec.dynamicBatching", {"maxQueueDelayMicroseconds"})
+        where = "spec.dynamicBatching.maxQueueDelayMicroseconds"
+        delay = fields.required_integer(batching, "maxQueueDelayMicroseconds", where, 0, 0, MAX_QUEUE_DELAY_US)
+        if (max_batch or 1) < 2:
+            raise SpecError("spec.dynamicBatching: merging requests needs spec.maxBatchSize of 2 or more")
 
     parsed = ModelSpec(
         storage_uri=uri,
@@ -254,6 +276,8 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
         runtime=_runtime(fields.mapping(spec, "runtime", "spec.runtime")),
         pod=parse_pod_settings(spec),
         serving=str(serving),
+        max_batch_size=max_batch,
+        max_queue_delay_us=delay,
     )
     if parsed.serving != "auto":  # known now; for auto, the reconcile checks once discovery has chosen
         parsed.check_serving(parsed.serving)
@@ -303,7 +327,7 @@ def _runtime(data: Mapping[str, Any]) -> Runtime:
     policy = fields.choice(data, "imagePullPolicy", f"{where}.imagePullPolicy", ("Always", "IfNotPresent", "Never"),
                            None)  # fmt: skip
     gateway, prepare = (fields.mapping(data, key, f"{where}.{key}") for key in ("gateway", "prepare"))
-    fields.known(gateway, f"{where}.gateway", {"resources", "containerConcurrency", "autoscaling"})
+    fields.known(gateway, f"{where}.gateway", {"resources", "containerConcurrency", "autoscaling", "grpc"})
     fields.known(prepare, f"{where}.prepare", {"resources"})
     return Runtime(
         image=image,
@@ -322,6 +346,7 @@ def _runtime(data: Mapping[str, Any]) -> Runtime:
             autoscaling=parse_autoscaling(
                 fields.mapping(gateway, "autoscaling", f"{where}.gateway.autoscaling"), f"{where}.gateway.autoscaling"
             ),
+            grpc=fields.boolean(gateway, "grpc", f"{where}.gateway.grpc", False),
         ),
         prepare_resources=fields.mapping(prepare, "resources", f"{where}.prepare.resources") or None,
     )

@@ -1,6 +1,6 @@
 """The memory a slice's function needs (pure): what the planner sizes functions by.
 
-need = runtime baseline + weights + inputs + a x peak live activations
+need = runtime baseline + weights + s x (inputs + a x peak live activations)
 
 The baseline is measured once: a fresh process with a worker's imports and an empty
 onnxruntime session (`slice_runtime.footprint`); every slice pays it. Weights are held
@@ -14,6 +14,10 @@ and re-laid-out (NCHWc) buffers are padded, so `a` (the activation factor) is me
 per model: the profile's fresh-process peak of the whole model, less baseline, weights
 and inputs, over the model's computed activation peak (`calibrated`). Slices of one
 model share its kinds of layers, and so its overhead.
+
+A model with a symbolic batch is profiled at one batch and sized for the largest a request may
+carry: inputs and activations grow with the batch, weights and baseline do not, so the batch
+scale `s` is the maximum batch over the profiled one (1 for a fixed batch).
 `tests/plan/test_memory_model.py` checks this against the peak RSS of real slice processes.
 """
 
@@ -33,6 +37,7 @@ ACTIVATION_FACTOR_BOUNDS = (1.0, 4.0)
 class MemoryModel:
     baseline_bytes: int
     activation_factor: float = 1.0
+    batch_scale: float = 1.0  # maximum batch / profiled batch
 
     def need_bytes(self, stats: SegmentStats, parts: int = 1, prepack: bool = True) -> int:
         """Bytes one function of the slice needs; `parts` > 1 for one of k parallel sub-slices,
@@ -41,8 +46,7 @@ class MemoryModel:
         return int(
             self.baseline_bytes
             + (stats.weight_bytes + (stats.packed_bytes if prepack else 0)) / parts
-            + stats.input_bytes
-            + self.activation_factor * stats.activation_peak_bytes / parts
+            + self.batch_scale * (stats.input_bytes + self.activation_factor * stats.activation_peak_bytes / parts)
         )
 
 

@@ -7,7 +7,11 @@ and their ratios), `graph` and `limit` (the attainable saving: every node its ow
 and the share of it this plan reaches). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
 `need_mb`, `latency_ms`, `compute_ms`, `cost_per_million_usd`, `cpu`, `codecs` (setting
 per output tensor), `prepack` (whether its sessions pre-pack weights) and, when split,
-`subslices` (`k`, `operators`, `axis`, `channels`).
+`subslices` (`k`, `operators`, `axis`, `channels`). A model with a symbolic batch adds
+`batch`: `profiled` (the batch its figures are for), `max` (the largest a request may carry,
+which memory is sized for: `memory_scale` = max / profiled multiplies inputs and
+activations), `inputs` and `axes` (each crossing tensor's and model output's batch
+dimensions, which the slices keep symbolic).
 """
 
 from __future__ import annotations
@@ -60,12 +64,17 @@ class PlannedSlice:
 
 
 def to_json(
-    plan: Plan, model: Mapping[str, Any], specs: Mapping[str, TensorSpec], input_shapes: Mapping[str, Any]
+    plan: Plan,
+    model: Mapping[str, Any],
+    specs: Mapping[str, TensorSpec],
+    input_shapes: Mapping[str, Any],
+    batch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """plan.json of `plan`; `batch` is the profile's (`Profile.batch`) for a model with a symbolic batch."""
     graph = plan.graph
     ours, whole = plan.figures(), plan.figures([plan.whole])
     crossing = {t for option in plan.slices for t in (*option.stats.inputs, *option.stats.outputs)}
-    return {
+    data: dict[str, Any] = {
         "format": FORMAT,
         "model": {"name": model["name"], "sha256": model["sha256"]},
         "objective": plan.constraints.objective,
@@ -75,6 +84,7 @@ def to_json(
         "memory_model": {
             "baseline_bytes": plan.memory.baseline_bytes,
             "activation_factor": plan.memory.activation_factor,
+            "batch_scale": plan.memory.batch_scale,
         },
         "input_shapes": dict(input_shapes),
         "tensors": {t: specs[t].to_json() for t in sorted(crossing) if t in specs},
@@ -91,6 +101,16 @@ def to_json(
         "graph": {"nodes": len(graph.nodes)},
         "limit": _limit_json(plan, ours["gb_seconds"], whole["gb_seconds"]),
     }
+    if batch:
+        named = crossing | set(batch["inputs"]) | set(batch["outputs"])
+        data["batch"] = {
+            "profiled": batch["size"],
+            "max": plan.constraints.max_batch or batch["size"],
+            "memory_scale": plan.memory.batch_scale,
+            "inputs": list(batch["inputs"]),
+            "axes": {t: list(axes) for t, axes in sorted(batch["axes"].items()) if t in named},
+        }
+    return data
 
 
 def _limit_json(plan: Plan, gb_seconds: float, whole_gb_seconds: float) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Constraints:
     max_cut_tensors: int = 4
     slices: int | None = None  # exactly this many slices (None: whatever the objective prefers)
     cores: int | None = None  # vCPUs that can run at once (None: every function its own)
+    max_batch: int | None = None  # the largest batch a request may carry (None: the batch profiled)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -58,6 +59,8 @@ class Constraints:
             raise PlanError(f"--slices must be at least 1, got {self.slices}")
         if self.cores is not None and self.cores < 1:
             raise PlanError(f"--cores must be at least 1, got {self.cores}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise PlanError(f"--max-batch must be at least 1, got {self.max_batch}")
 
 
 @dataclass(frozen=True)

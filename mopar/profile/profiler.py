@@ -81,6 +81,10 @@ class Profile:
     compression: dict[str, dict[str, float]] = field(default_factory=dict)
     # {operator: serial fraction}: the share of its time a split does not divide (`splitcost`)
     split_serial_fractions: dict[str, float] = field(default_factory=dict)
+    # A model with a symbolic batch: {"size": the batch profiled, "inputs", "outputs" (the
+    # model's), "axes": {tensor: [its batch dimensions]}} (`shapes.batch_axes`); empty for a
+    # fixed batch.
+    batch: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,7 @@ class Profile:
             "totals": self.totals,
             "compression": self.compression,
             "split_serial_fractions": self.split_serial_fractions,
+            "batch": self.batch,
         }
 
     @classmethod
@@ -110,6 +115,7 @@ class Profile:
             totals=dict(data["totals"]),
             compression={k: dict(v) for k, v in data.get("compression", {}).items()},
             split_serial_fractions={k: float(v) for k, v in data.get("split_serial_fractions", {}).items()},
+            batch=dict(data.get("batch") or {}),
         )
 
     def save(self, path: str | Path) -> None:
@@ -153,6 +159,15 @@ def profile_model(
 
     report("shapes", 0, 1)
     specs = shapes.tensor_specs(model.proto, feeds)
+    batch: dict[str, Any] = {}
+    if model.batched:
+        axes = shapes.batch_axes(model.proto, specs, model.batch_inputs, model.batch_size, model.input_ranges)
+        batch = {
+            "size": model.batch_size,
+            "inputs": list(model.batch_inputs),
+            "outputs": [o.name for o in model.outputs],
+            "axes": axes,
+        }
     report("shapes", 1, 1)
     compression = {}
     if measure_compression:
@@ -231,6 +246,7 @@ def profile_model(
         totals=totals,
         compression=compression,
         split_serial_fractions=fractions,
+        batch=batch,
     )
 
 

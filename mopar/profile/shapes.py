@@ -2,18 +2,20 @@
 
 Shape inference first; where it leaves a shape unknown (common in transformer graphs
 even with static inputs), one real run with those tensors exposed as extra outputs.
+For a model with a symbolic batch, the same at one batch more tells which dimensions of
+every tensor are the batch (`batch_axes`): the slices keep exactly those symbolic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from mopar.model.modelfile import weightless
 from slice_runtime.sessions import open_session
-from slice_runtime.tensors import TensorSpec
+from slice_runtime.tensors import TensorSpec, random_inputs
 
 
 def tensor_specs(
@@ -49,3 +51,33 @@ def _measure(
     wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
     arrays = session.run(wanted, dict(feeds))
     return {name: TensorSpec.of_array(name, array) for name, array in zip(wanted, arrays)}
+
+
+def batch_axes(
+    model: onnx.ModelProto,
+    specs: Mapping[str, TensorSpec],
+    batch_inputs: Sequence[str],
+    batch_size: int,
+    ranges: Mapping[str, tuple[int, int]],
+    optimization: str = "disable",
+) -> dict[str, list[int]]:
+    """Which dimensions of each tensor are the batch: those that change when the batch inputs'
+    leading dimension goes from `batch_size` (`specs`, measured there) to one more. Shape
+    inference or a real run at the second batch, like `tensor_specs`."""
+    wider = onnx.ModelProto()
+    wider.CopyFrom(model)
+    inputs = []
+    for value in wider.graph.input:
+        if value.name in batch_inputs:
+            value.type.tensor_type.shape.dim[0].dim_value = batch_size + 1
+        if value.name in specs:
+            inputs.append(TensorSpec.of_value_info(value))
+    others = tensor_specs(wider, random_inputs(inputs, seed=0, ranges=ranges), optimization)
+    axes: dict[str, list[int]] = {}
+    for name, spec in specs.items():
+        other = others.get(name)
+        if other is not None and len(other.shape) == len(spec.shape):
+            changed = [axis for axis, (a, b) in enumerate(zip(spec.shape, other.shape)) if a != b]
+            if changed:
+                axes[name] = changed
+    return axes

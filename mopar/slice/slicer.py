@@ -12,6 +12,10 @@ dominant operator's output channels: Conv along its output channels (weights axi
 Gemm and MatMul along N; per-channel constants of the channel-wise tail are split with
 them. The share of sub-slice i is written as tensor `NAME__partI`, and every consumer
 starts with a Concat of the parts (the gateway joins parts of the model's outputs).
+
+A model with a symbolic batch keeps it in every slice: the dimensions the plan names as batch
+dimensions (`batch.axes`, measured by the profiler) are written as the symbolic `batch`, in
+the files and as -1 in the manifest, whose `max_batch_size` is the plan's maximum.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from slice_runtime import manifest as manifests
 from slice_runtime.tensors import TensorSpec, onnx_of_dtype
 
 EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf cannot hold 2 GB; keep weights beside the file past this
+BATCH = "batch"  # the symbolic dimension's name in the slice files
 
 
 def slice_model(
@@ -51,6 +56,8 @@ def slice_model(
     initializers = {t.name: t for t in graph.initializer}
     specs = {name: TensorSpec.from_json(s) for name, s in plan["tensors"].items()}
     specs.update({s.name: s for s in [*model.inputs, *model.outputs]})
+    batch = plan.get("batch") or {}
+    axes: dict[str, list[int]] = {t: list(a) for t, a in batch.get("axes", {}).items()}
     planned = planfile.slices(plan)
     missing = [name for s in planned for name in s.nodes if name not in nodes]
     if missing:
@@ -65,10 +72,12 @@ def slice_model(
         members = [nodes[name] for name in planned_slice.nodes]
         if planned_slice.split is None:
             proto = _plain_slice(model, planned_slice, members, initializers, specs, joins)
+            _batched(proto, axes)
             entries.append(_write(proto, planned_slice.id, None, out, producers, plan, external_data_above))
             continue
         for part, bounds in enumerate(channel_bounds(planned_slice.split.channels, planned_slice.split.k)):
             proto = _sub_slice(model, planned_slice, members, initializers, specs, joins, part, bounds)
+            _batched(proto, axes)
             slice_id = manifests.subslice_id(planned_slice.id, part)
             entries.append(_write(proto, slice_id, planned_slice.id, out, producers, plan, external_data_above))
         for tensor in planned_slice.outputs:
@@ -80,8 +89,9 @@ def slice_model(
         name=model.name,
         sha256=model.sha256,
         model_file=model.path.name,
-        inputs=list(model.inputs),
-        outputs=[specs.get(s.name, s) for s in model.outputs],
+        inputs=[_variable(s, axes) for s in model.inputs],
+        outputs=[_variable(specs.get(s.name, s), axes) for s in model.outputs],
+        max_batch_size=batch.get("max"),
         input_ranges=dict(model.input_ranges),
         slices=entries,
         joins={t: j for t, j in joins.items() if t in {o.name for o in model.outputs}},
@@ -145,6 +155,22 @@ def _sub_slice(
     inputs, concats = _joined_inputs(planned.inputs, specs, joins)  # every part reads its whole input
     output = _part_spec(specs[final], part_tensor, split.axis, part, split.k, bounds)
     return _model(model, manifests.subslice_id(planned.id, part), [*concats, *body], inputs, [output], weights)
+
+
+def _variable(spec: TensorSpec, axes: Mapping[str, Sequence[int]]) -> TensorSpec:
+    """`spec` with its batch dimensions variable (-1)."""
+    batch_axes = axes.get(manifests.whole_tensor(spec.name), ())
+    return TensorSpec(spec.name, spec.dtype, tuple(-1 if i in batch_axes else d for i, d in enumerate(spec.shape)))
+
+
+def _batched(proto: onnx.ModelProto, axes: Mapping[str, Sequence[int]]) -> None:
+    """Make the batch dimensions of a slice's inputs and outputs symbolic (a part of a joined
+    tensor has its whole's)."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for axis in axes.get(manifests.whole_tensor(value.name), ()):
+            dims[axis].Clear()
+            dims[axis].dim_param = BATCH
 
 
 def _part_spec(

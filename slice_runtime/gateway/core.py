@@ -5,7 +5,8 @@ runs every slice as soon as the slices it depends on are done (sub-slices of one
 parallel), deletes each tensor once its last reader is done, reads and joins the outputs,
 and deletes whatever the request left, failed or not. Slice calls are retried with backoff
 on connection failures and 5xx answers (`RetryPolicy`), each bounded by a timeout, the
-whole request by another.
+whole request by another. With a `BatchingPolicy`, concurrent requests share runs of the
+slices (`batching.Batcher`); without one (the default) every request runs alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 
 from slice_runtime import calls, codec, metrics, probes, v2
 from slice_runtime import manifest as manifests
-from slice_runtime.errors import MissingTensors, ModelNotFound, SliceFailed, TransportError
+from slice_runtime.errors import MissingTensors, ModelNotFound, SettingError, SliceFailed, TransportError
+from slice_runtime.gateway.batching import Batcher, BatchingPolicy, output_axes
 from slice_runtime.store import Transport
 
 log = logging.getLogger("mopar.gateway")
@@ -77,6 +79,7 @@ class DataPlane:
         ttl_seconds: float = 300.0,
         input_codec: str = "none",
         inline_limit: int = calls.DEFAULT_INLINE_LIMIT,
+        batching: BatchingPolicy | None = None,
     ) -> None:
         self.manifest = manifest
         self.name = name or manifest.name
@@ -100,13 +103,26 @@ class DataPlane:
             {*(s.name for s in manifest.inputs), *(o.name for e in manifest.slices for o in e.outputs)}
         )
         self.ready = probes.ThrottledCheck(self._check_ready)
+        self.batcher = self._batcher(batching) if batching is not None else None
+
+    def _batcher(self, policy: BatchingPolicy) -> Batcher:
+        manifest = self.manifest
+        if manifest.max_batch_size is None or len(manifest.batch_inputs) != len(manifest.inputs):
+            raise SettingError(
+                f"dynamic batching needs a model whose every input has a variable batch; {self.name} has not"
+            )
+        axes = output_axes(manifest.outputs)
+        return Batcher(self._run, manifest.max_batch_size, axes, policy, len(manifest.stages()), self.name)
 
     def metadata(self) -> dict[str, Any]:
         return v2.model_metadata(self.name, self.manifest.inputs, self.manifest.outputs)
 
-    def check_model(self, name: str) -> None:
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """ModelNotFound unless `name` (and `version`, when one is given) is the model served here."""
         if name != self.name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+        if version and version != v2.MODEL_VERSION:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; its only version is {v2.MODEL_VERSION!r}")
 
     async def _check_ready(self) -> bool:
         """The store answers and every slice is ready."""
@@ -119,8 +135,20 @@ class DataPlane:
             ok = False
         return ok
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def check(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """The request's batch, once its inputs are checked against the model's (InvalidInput)."""
         v2.check_inputs(inputs, self.manifest.inputs)
+        return v2.check_batch(inputs, self.manifest.batch_inputs, self.manifest.max_batch_size)
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for `inputs`, checked first (InvalidInput); batched with others' when
+        dynamic batching is on."""
+        batch = self.check(inputs)
+        if self.batcher is not None:
+            return await self.batcher.infer(dict(inputs), batch)
+        return await self._run(inputs)
+
+    async def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         request_id = uuid.uuid4().hex
         frames = {name: codec.encode(array, self.input_codec) for name, array in inputs.items()}
         # Frames that fit travel inside the calls (`calls`); the others go through the store.

@@ -1,5 +1,6 @@
 """`mopar gateway`: settings from options and MOPAR_* variables (see `options`), then the
-REST adapter in front of the data plane and its slice workers. On SIGTERM it drains
+REST adapter (and with `--grpc-port` the gRPC one) in front of the data plane and its slice
+workers. On SIGTERM it drains
 (`lifecycle`): new requests get 503 with Retry-After, those in flight finish within the
 grace period (MOPAR_GRACE_SECONDS, which the pod's terminationGracePeriodSeconds covers)."""
 
@@ -14,6 +15,7 @@ from slice_runtime import manifest as manifests
 from slice_runtime.config import env_str
 from slice_runtime.errors import SettingError
 from slice_runtime.gateway import lifecycle
+from slice_runtime.gateway.batching import policy_from
 from slice_runtime.gateway.client import HttpSlices
 from slice_runtime.gateway.core import DataPlane, RetryPolicy
 from slice_runtime.gateway.http import DRAIN, build_app
@@ -62,6 +64,7 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
         request_timeout=args.request_timeout,
         ttl_seconds=args.ttl,
         inline_limit=args.inline_kb * 1024,
+        batching=policy_from(args),
     )
 
 
@@ -69,16 +72,25 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     plane = make_plane(args)
     limits = lifecycle.limits_from(args)
-    app = build_app(plane, int(args.max_body_mb * 2**20), limits)
+    max_body_bytes = int(args.max_body_mb * 2**20)
+    app = build_app(plane, max_body_bytes, limits)
 
     async def serve(stop: asyncio.Event) -> None:
         runner = await lifecycle.start(app, args.host, args.port, limits, args.access_log)
         log.info("serving %s on %s:%d", plane.name, args.host, args.port)
+        rpc = None
         try:
+            if args.grpc_port:
+                from slice_runtime.gateway import grpcserver  # grpc is loaded only when asked for
+
+                rpc = await grpcserver.start(plane, app[DRAIN], args.host, args.grpc_port, max_body_bytes)
+                log.info("serving %s over gRPC on %s:%d", plane.name, args.host, args.grpc_port)
             await stop.wait()
             log.info("draining: finishing the requests in flight (at most %g s)", limits.grace)
         finally:
             await lifecycle.stop(runner, app[DRAIN], limits.grace)
+            if rpc is not None:
+                await rpc.stop(1.0)
             await plane.slices.close()
             await plane.transport.close()
 

@@ -33,7 +33,7 @@ DRAIN = web.AppKey("drain", Drain)
 
 
 def _error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return probes.json_response({"error": message}, status=status)
 
 
 def _unavailable(message: str) -> web.Response:
@@ -52,20 +52,26 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
     async def ready() -> bool:
         return not drain.draining and await plane.ready()
 
+    def check_model(request: web.Request) -> None:
+        """The model (and version, on the `/versions/{version}` routes) the path names is ours."""
+        plane.check_model(request.match_info["name"], request.match_info.get("version"))
+
     @routes.get("/v2")
     async def server_metadata(request: web.Request) -> web.Response:
-        return web.json_response({"name": SERVER_NAME, "version": version(), "extensions": ["binary_tensor_data"]})
+        return probes.json_response({"name": SERVER_NAME, "version": version(), "extensions": v2.EXTENSIONS})
 
     @routes.get("/v2/models/{name}")
+    @routes.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(request: web.Request) -> web.Response:
-        plane.check_model(request.match_info["name"])
-        return web.json_response(plane.metadata())
+        check_model(request)
+        return probes.json_response(plane.metadata())
 
     @routes.get("/v2/models/{name}/ready")
+    @routes.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(request: web.Request) -> web.Response:
-        plane.check_model(request.match_info["name"])
+        check_model(request)
         ok = await ready()
-        return web.json_response({"name": plane.name, "ready": ok}, status=200 if ok else 503)
+        return probes.json_response({"name": plane.name, "ready": ok}, status=200 if ok else 503)
 
     async def read_body(request: web.Request) -> bytes:
         try:
@@ -80,8 +86,9 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
         return await asyncio.get_running_loop().run_in_executor(parsers, v2.parse_request, body, header_length)
 
     @routes.post("/v2/models/{name}/infer")
+    @routes.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: web.Request) -> web.StreamResponse:
-        plane.check_model(request.match_info["name"])
+        check_model(request)
         if drain.draining:
             metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome="draining").inc()
             return _unavailable("this gateway is shutting down; retry on another")

@@ -43,19 +43,19 @@ def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.
             return web.Response(body=body, headers=headers)
         except RuntimeFailure as error:
             # Inputs absent: the caller's ordering problem (409); store down: ours, retryable (503).
-            return web.json_response({"error": str(error)}, status=http_status(error))
+            return probes.json_response({"error": str(error)}, status=http_status(error))
         except Exception as error:  # noqa: BLE001 - onnxruntime failures become a 500 with their message
             log.exception("slice %s failed on request %s", worker.entry.id, request_id)
-            return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=500)
+            return probes.json_response({"error": f"{type(error).__name__}: {error}"}, status=500)
 
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(worker.stats())
+        return probes.json_response(worker.stats())
 
     @routes.post("/stats/reset")
     async def reset_stats(request: web.Request) -> web.Response:
         worker.reset_stats()  # the benchmark measures after its warm-up
-        return web.json_response(worker.stats())
+        return probes.json_response(worker.stats())
 
     # Only the gateway calls a worker, with every input of the slice that fits inline: up to
     # inputs x the inline limit, which the worker does not know; the gateway bounds requests.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -34,9 +35,9 @@ def test_every_subcommand_has_help(path: list[str], capsys) -> None:
     assert "usage: mopar" in capsys.readouterr().out
 
 
-def _symbolic_model(path: Path) -> Path:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+def _symbolic_model(path: Path, features: int | str = 4) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", features])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -71,8 +72,9 @@ def test_random_bytes_are_not_onnx(tmp_path) -> None:
 
 
 def test_symbolic_input_without_input_shape(tmp_path) -> None:
-    path = _symbolic_model(tmp_path / "dynamic.onnx")
-    _assert_one_line_error(run_cli("profile", str(path)), "'x'", "symbolic", "--input-shape x=")
+    """A symbolic leading dimension is the batch (profiled at 1); any other needs --input-shape."""
+    path = _symbolic_model(tmp_path / "dynamic.onnx", features="features")
+    _assert_one_line_error(run_cli("profile", str(path)), "'x'", "symbolic", "(1xfeatures)", "--input-shape x=")
 
 
 def test_symbolic_input_with_input_shape_profiles(tmp_path) -> None:
@@ -80,6 +82,29 @@ def test_symbolic_input_with_input_shape_profiles(tmp_path) -> None:
     done = run_cli("profile", str(path), "--input-shape", "x=3x4", "--runs", "2", "--no-memory")
     assert done.returncode == 0, done.stderr
     assert "relu" in done.stdout
+
+
+def test_max_batch_sizes_the_plan_of_a_model_with_a_symbolic_batch(tmp_path) -> None:
+    path, plan = _symbolic_model(tmp_path / "dynamic.onnx"), tmp_path / "plan.json"
+    done = run_cli("plan", str(path), "--max-batch", "4", "-o", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert "memory for batches up to 4" in done.stdout  # the title (rich wraps the rest)
+    data = json.loads(plan.read_text())
+    assert data["batch"] == {
+        "profiled": 1,
+        "max": 4,
+        "memory_scale": 4.0,
+        "inputs": ["x"],
+        "axes": {"x": [0], "y": [0]},
+    }
+    assert data["memory_model"]["batch_scale"] == 4.0
+    done = run_cli("plan", str(path), "--input-shape", "x=2x4", "--max-batch", "1")
+    _assert_one_line_error(done, "--max-batch 1 is below the batch of 2 the model was profiled at")
+
+
+def test_max_batch_of_a_model_without_a_symbolic_batch_is_a_usage_error(small_model) -> None:
+    done = run_cli("plan", str(small_model("mobilenetv2")), "--max-batch", "4")
+    _assert_one_line_error(done, "--max-batch 4", "has no symbolic batch dimension")
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from mopar.errors import SpecError
 from mopar.operator import tenancy
 from mopar.operator.credentials import build_credentials, build_redis_secret
 from mopar.operator.jobs import build_prepare_job
-from mopar.operator.names import slice_name, store_scope
-from mopar.operator.pods import GATEWAY_READY_TIMEOUT, STARTUP_SECONDS, WORKER_READY_TIMEOUT
+from mopar.operator.names import COMPONENT_LABEL, slice_name, store_scope
+from mopar.operator.pods import GATEWAY_READY_TIMEOUT, GRPC_PORT, STARTUP_SECONDS, WORKER_READY_TIMEOUT
 from mopar.operator.serving import build_plan_configmap, build_serving, urls
 from mopar.operator.settings import OperatorSettings
 from mopar.operator.spec import DEPLOYMENT, KNATIVE, ModelSpec, parse
@@ -266,3 +267,45 @@ def test_units_from_a_plan() -> None:
         SliceUnit("s1.0", 300, "s1"),
         SliceUnit("s1.1", 300, "s1"),
     ]
+
+
+def _gateways(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["metadata"]["labels"][COMPONENT_LABEL] == "gateway"}
+
+
+def test_grpc_is_a_port_of_the_gateways_service_or_on_knative_a_service_of_its_own() -> None:
+    spec = _spec(runtime={"gateway": {"grpc": True}})
+    deployed = [
+        o for o in build_serving(OWNER, spec, UNITS, DEPLOYMENT, SETTINGS) if o["metadata"]["name"] == "resnet-gateway"
+    ]
+    deployment = next(o for o in deployed if o["kind"] == "Deployment")
+    service = next(o for o in deployed if o["kind"] == "Service")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http1": 8080, "grpc": GRPC_PORT}
+    assert _env(deployment["spec"]["template"]["spec"])["MOPAR_GRPC_PORT"] == str(GRPC_PORT)
+    assert {p["name"]: (p["port"], p.get("appProtocol")) for p in service["spec"]["ports"]} == {
+        "http": (80, None),
+        "grpc": (GRPC_PORT, "kubernetes.io/h2c"),
+    }
+    knative = _gateways(build_serving(OWNER, spec, UNITS, KNATIVE, SETTINGS))
+    assert sorted(knative) == ["resnet", "resnet-grpc"]
+    rest, rpc = (knative[name]["spec"]["template"]["spec"]["containers"][0] for name in ("resnet", "resnet-grpc"))
+    assert "MOPAR_GRPC_PORT" not in {e["name"] for e in rest["env"]}  # the REST one never loads grpc
+    assert rpc["ports"] == [{"name": "h2c", "containerPort": GRPC_PORT}]
+    assert rpc["readinessProbe"]["httpGet"]["port"] == 8080  # the HTTP server, by number
+    assert urls(OWNER, spec, KNATIVE, SETTINGS)["grpcAddress"] == "resnet-grpc.models.svc.cluster.local:80"
+    inside = f"resnet-gateway.models.svc.cluster.local:{GRPC_PORT}"
+    assert urls(OWNER, spec, DEPLOYMENT, SETTINGS)["grpcAddress"] == inside
+    assert "grpcAddress" not in urls(OWNER, _spec(), DEPLOYMENT, SETTINGS)
+
+
+def test_dynamic_batching_reaches_the_gateway_and_needs_a_batch_to_merge_into() -> None:
+    spec = _spec(maxBatchSize=8, dynamicBatching={"maxQueueDelayMicroseconds": 2000})
+    gateway = _gateways(build_serving(OWNER, spec, UNITS, KNATIVE, SETTINGS))["resnet"]
+    env = _env(gateway["spec"]["template"]["spec"])
+    assert env["MOPAR_DYNAMIC_BATCHING"] == "1" and env["MOPAR_MAX_QUEUE_DELAY_US"] == "2000"
+    plain = _gateways(build_serving(OWNER, _spec(), UNITS, KNATIVE, SETTINGS))["resnet"]
+    assert "MOPAR_DYNAMIC_BATCHING" not in _env(plain["spec"]["template"]["spec"])
+    assert spec.prepare_hash() != _spec(maxBatchSize=4).prepare_hash()  # slices are sized for the maximum
+    with pytest.raises(SpecError, match="spec.dynamicBatching: merging requests needs spec.maxBatchSize of 2"):
+        _spec(dynamicBatching={})

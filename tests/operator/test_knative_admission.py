@@ -41,6 +41,8 @@ VARIANTS = {
                  "affinity": {"podAntiAffinity": {}},
                  "knativeFeatures": ["kubernetes.podspec-securitycontext", "kubernetes.podspec-nodeselector",
                                      "kubernetes.podspec-tolerations", "kubernetes.podspec-affinity"]},
+    "grpc-batching": {"runtime": {"gateway": {"grpc": True}}, "maxBatchSize": 8,
+                      "dynamicBatching": {"maxQueueDelayMicroseconds": 2000}},
 }  # fmt: skip
 
 

@@ -178,21 +178,25 @@ async def test_kill_9_of_serve_leaves_no_worker_and_no_tensor(slices, transport,
 
 
 async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
-    """The Kubernetes entry point, in front of a local serve's workers: the kubelet's SIGTERM
-    reaches the gateway alone, which finishes what it has."""
+    """The Kubernetes entry point, in front of a local serve's workers, configured as the pod
+    is (gRPC by MOPAR_GRPC_PORT): the kubelet's SIGTERM reaches the gateway alone, which
+    finishes what it has."""
+    import os
     import subprocess
     import sys
+
+    import tritonclient.grpc as triton_grpc
 
     from tests.support import ROOT, free_port
 
     directory, model = slices
     workers = ServeProcess(directory)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     gateway = subprocess.Popen(
         [sys.executable, "-m", "mopar", "gateway", "--manifest", str(directory), "--transport", "shm",
          "--namespace", "local", "--host", "127.0.0.1", "--port", str(port),
          *(f"--slice-url={sid}={url}" for sid, (url, _) in workers.workers.items())],
-        cwd=ROOT, stderr=subprocess.PIPE,
+        cwd=ROOT, stderr=subprocess.PIPE, env={**os.environ, "MOPAR_GRPC_PORT": str(grpc_port)},
     )  # fmt: skip
     try:
         front = f"http://127.0.0.1:{port}"
@@ -205,6 +209,8 @@ async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
             except OSError:
                 assert gateway.poll() is None and time.monotonic() < deadline, "mopar gateway did not start"
                 await asyncio.sleep(0.1)
+        with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            assert client.is_server_ready() and client.is_model_ready(model.name)
         burst = asyncio.ensure_future(_burst(front, model, 100))
         while not burst.done() and await asyncio.to_thread(_in_flight, front) < 90:
             await asyncio.sleep(0.05)

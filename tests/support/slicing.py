@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -14,12 +15,14 @@ from mopar.plan import planfile, pricing
 from mopar.plan.linkmodel import LinkModel
 from mopar.plan.memory import MB, MemoryModel
 from mopar.plan.planner import Constraints, plan
+from mopar.plan.planning import batch_scale
 from mopar.profile.profiler import profile_model
 
 
-def sliced(model_path: Path, directory: Path, slices: int = 1) -> Path:
+def sliced(model_path: Path, directory: Path, slices: int = 1, max_batch: int | None = None) -> Path:
     """`model_path` cut into `slices` slices (no sub-slices) in `directory`: no fees, free links,
-    and the largest memory bound per slice that makes the planner cut that many."""
+    and the largest memory bound per slice that makes the planner cut that many; a model with a
+    symbolic batch takes batches up to `max_batch`."""
     from mopar.slice.slicer import slice_model
 
     model = load_model(model_path)
@@ -28,17 +31,22 @@ def sliced(model_path: Path, directory: Path, slices: int = 1) -> Path:
     free = pricing.Pricing(name="free-invocations", request_usd=0.0, gb_second_usd=1e-5, memory_min_mb=1)
     link = LinkModel(hop_ms=0.0, bytes_per_ms=1e9, invoke_ms=0.0)
     memory = MemoryModel(1 * MB, activation_factor=10.0)  # activations weigh: bounds in whole MB can cut them
-    result = plan(graph, memory, link, free, Constraints(objective="latency", max_slices=1, split=False))
+    memory = replace(memory, batch_scale=batch_scale(profile, Constraints(max_batch=max_batch)))
+    result = plan(
+        graph, memory, link, free, Constraints(objective="latency", max_slices=1, split=False, max_batch=max_batch)
+    )
     bound = int(result.slices[0].need_mb)
     while len(result.slices) < slices:
         assert bound > 1, f"no memory bound cuts {model_path.name} into {slices} slices"
-        constraints = Constraints(objective="latency", max_slices=slices, split=False, max_slice_memory_mb=bound)
+        constraints = Constraints(
+            objective="latency", max_slices=slices, split=False, max_slice_memory_mb=bound, max_batch=max_batch
+        )
         try:
             result = plan(graph, memory, link, free, constraints)
         except PlanError:
             pass
         bound -= 1
-    slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), directory)
+    slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}, profile.batch), directory)
     return directory
 
 

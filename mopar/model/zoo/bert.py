@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from mopar.errors import UsageError
-from mopar.model.zoo.builder import GraphBuilder
+from mopar.model.zoo.builder import GraphBuilder, batch_dim
 
 PUBLISHED_PARAMS = 109_482_240
 MAX_POSITIONS = 512
@@ -32,15 +32,20 @@ def build(
     seq: int = 128,
     vocab: int = 30522,
     labels: int = 2,
+    batch: int | str = 1,
 ) -> onnx.ModelProto:
-    """`scale` multiplies hidden and intermediate widths, hidden rounded to a multiple of heads."""
+    """`scale` multiplies hidden and intermediate widths, hidden rounded to a multiple of heads;
+    `batch` "dynamic" makes the batch dimension symbolic (the reshapes then copy it: 0, -1)."""
     if not 0 < seq <= MAX_POSITIONS:
         raise UsageError(f"bert: seq must be in 1..{MAX_POSITIONS}, got {seq}")
     inter = max(8, int(round((intermediate or 4 * hidden) * scale)))
     hidden = max(heads, int(round(hidden * scale / heads)) * heads)
     b = GraphBuilder("bert-base", seed)
-    ids = b.input("input_ids", [1, seq], "int64")
-    mask = b.input("attention_mask", [1, seq], "int64")
+    first = batch_dim(batch)
+    ids = b.input("input_ids", [first, seq], "int64")
+    mask = b.input("attention_mask", [first, seq], "int64")
+    # Reshape targets: the fixed batch as the export writes it, or the input's (0 copies a dimension).
+    kept = 1 if first == 1 else 0
     b.input_range("input_ids", 0, vocab)
     b.input_range("attention_mask", 0, 2)
 
@@ -51,10 +56,10 @@ def build(
     m = b.node("Sub", [b.scalar("one", 1.0), m], "extended_mask")
     m = b.node("Mul", [m, b.scalar("mask_fill", -10000.0)], "extended_mask")
     for i in range(layers):
-        x = _layer(b, x, m, hidden, heads, inter, seq, f"encoder.layer.{i}")
+        x = _layer(b, x, m, hidden, heads, inter, seq, f"encoder.layer.{i}", kept)
 
     cls = b.node("Gather", [x, b.ints("cls_index", [0])], "pooler.first_token", axis=1)
-    cls = b.node("Reshape", [cls, b.ints("pooler_shape", [1, hidden])], "pooler.first_token")
+    cls = b.node("Reshape", [cls, b.ints("pooler_shape", [kept or -1, hidden])], "pooler.first_token")
     pooled = b.node("Tanh", [_gemm(b, cls, hidden, hidden, "pooler.dense")], "pooler.activation")
     b.output(_gemm(b, pooled, hidden, labels, "classifier"), "logits")
     return b.build("BERT-base sequence classifier (random weights)")
@@ -92,9 +97,11 @@ def _embeddings(b: GraphBuilder, ids: str, vocab: int, hidden: int, seq: int) ->
     return _layer_norm(b, x, hidden, "embeddings.LayerNorm")
 
 
-def _layer(b: GraphBuilder, x: str, mask: str, hidden: int, heads: int, inter: int, seq: int, name: str) -> str:
+def _layer(
+    b: GraphBuilder, x: str, mask: str, hidden: int, heads: int, inter: int, seq: int, name: str, kept: int = 1
+) -> str:
     head_dim = hidden // heads
-    split = b.ints(f"{name}.split_heads", [1, seq, heads, head_dim])
+    split = b.ints(f"{name}.split_heads", [kept, seq, heads, head_dim])
     att = f"{name}.attention"
 
     def heads_of(kind: str, perm: list[int]) -> str:
@@ -113,7 +120,7 @@ def _layer(b: GraphBuilder, x: str, mask: str, hidden: int, heads: int, inter: i
     ctx = f"{att}.self.context"
     c = b.node("MatMul", [s, v], ctx)
     c = b.node("Transpose", [c], ctx, perm=[0, 2, 1, 3])
-    c = b.node("Reshape", [c, b.ints(f"{name}.merge_heads", [1, seq, hidden])], ctx)
+    c = b.node("Reshape", [c, b.ints(f"{name}.merge_heads", [kept, seq, hidden])], ctx)
     y = _linear(b, c, hidden, hidden, f"{att}.output.dense")
     y = b.node("Add", [y, x], f"{att}.output.residual")
     x = _layer_norm(b, y, hidden, f"{att}.output.LayerNorm")

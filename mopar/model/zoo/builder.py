@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mopar.errors import UsageError
+
 OPSET = 17
 # onnx >= 1.19 stamps a newer IR version than onnxruntime reads; opset 17 is IR 8.
 IR_VERSION = 8
@@ -222,3 +224,13 @@ def _type_outputs(model: onnx.ModelProto) -> None:
     for output in model.graph.output:
         if output.name in types:
             output.type.CopyFrom(types[output.name])
+
+
+def batch_dim(batch: int | str) -> int | str:
+    """An input's leading dimension for a zoo option `batch`: a fixed size, or "dynamic" for the
+    symbolic `batch` exporters write with dynamic axes."""
+    if batch == "dynamic":
+        return "batch"
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1:
+        return batch
+    raise UsageError(f"batch must be a positive integer or 'dynamic', got {batch!r}")

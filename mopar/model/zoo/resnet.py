@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import onnx
 
-from mopar.model.zoo.builder import GraphBuilder
+from mopar.model.zoo.builder import GraphBuilder, batch_dim
 
 PUBLISHED_PARAMS = 25_557_032
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (bottleneck width, blocks)
 EXPANSION = 4
 
 
-def build(scale: float = 1.0, image: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
-    """`scale` multiplies every channel width (1.0 is the published network)."""
+def build(
+    scale: float = 1.0, image: int = 224, classes: int = 1000, seed: int = 0, batch: int | str = 1
+) -> onnx.ModelProto:
+    """`scale` multiplies every channel width (1.0 is the published network); `batch` "dynamic"
+    makes the batch dimension symbolic, as exporters write it with dynamic axes."""
     b = GraphBuilder("resnet50", seed)
     width = lambda c: max(8, int(round(c * scale)))  # noqa: E731
-    x = b.input("input", [1, 3, image, image])
+    x = b.input("input", [batch_dim(batch), 3, image, image])
     stem = width(64)
     x = b.relu(b.conv(x, 3, stem, 7, "conv1", stride=2, pad=3), "conv1")
     x = b.node("MaxPool", [x], "maxpool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
