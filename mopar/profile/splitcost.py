@@ -29,7 +29,11 @@ def candidates(model: onnx.ModelProto, latency_ms: Mapping[str, float], share: f
     total_weights, total_time = max(sum(sizes.values()), 1), max(sum(latency_ms.values()), 1e-9)
     chosen = []
     for node in model.graph.node:
-        if len(node.input) < 2 or node.input[1] not in initializers or node.input[0] in initializers:
+        if len(node.input) < 2 or node.input[0] in initializers:
+            continue
+        # Timed alone, the operator needs every input but its first as a constant (an export may
+        # compute a bias, or take it from a Constant node: then it is not measured here).
+        if any(name and name not in initializers for name in node.input[1:]):
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if split_axis(node.op_type, attributes, tuple(initializers[node.input[1]].dims)) is None:

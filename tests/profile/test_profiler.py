@@ -120,3 +120,26 @@ def test_split_serial_fractions_are_measured_for_splittable_operators(small_mode
     assert "classifier.fc1/Gemm" in fractions and "features.conv0/Conv" in fractions
     assert all(0.0 <= value <= 1.0 for value in fractions.values())
     assert not any(name.endswith(("Relu", "MaxPool")) for name in fractions)
+
+
+def test_an_operator_whose_bias_is_computed_is_profiled_without_its_split_cost(tmp_path) -> None:
+    """PyTorch exports give some Gemms a bias from a Constant node: the split cost cannot time such
+    an operator alone, so it is left out, and the profile goes on."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mopar.model.modelfile import load_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])
+    weight = numpy_helper.from_array(np.ones((64, 256), np.float32), "w")
+    bias = helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(np.zeros(256, np.float32)))
+    gemm = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc")
+    graph = helper.make_graph([bias, gemm], "computed-bias", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    profile = profile_model(load_model(tmp_path / "m.onnx"), runs=1, warmup=0, measure_memory=False)
+    assert "fc" not in profile.split_serial_fractions
+    assert {n.name for n in profile.nodes} >= {"fc"}
