@@ -52,7 +52,9 @@ def _child(model: str, threads: int, optimization: str, runs: int, prepack: bool
     import redis  # noqa: F401
     import zstandard  # noqa: F401
 
-    from slice_runtime import sessions, tensors
+    from slice_runtime import allocator, sessions, tensors
+
+    allocator.keep_large_buffers()  # as workers run
 
     if optimization == "all":  # served optimised ahead of time, as workers load it
         session = sessions.open_serving_session(model, threads=threads, prepack=prepack)

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from slice_runtime import calls, loops
+from slice_runtime import allocator, calls, loops
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, SettingError
 from slice_runtime.gateway import lifecycle
@@ -181,6 +181,7 @@ class LocalServer:
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, timeout: float = 180.0) -> None:
+        allocator.keep_large_buffers()  # the gateway runs in this process
         try:
             store = open_transport(
                 self.transport,

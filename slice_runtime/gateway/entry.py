@@ -11,6 +11,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from slice_runtime import allocator
 from slice_runtime import manifest as manifests
 from slice_runtime.config import env_str
 from slice_runtime.errors import SettingError
@@ -70,6 +71,7 @@ def make_plane(args: argparse.Namespace) -> DataPlane:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    allocator.keep_large_buffers()
     plane = make_plane(args)
     limits = lifecycle.limits_from(args)
     max_body_bytes = int(args.max_body_mb * 2**20)

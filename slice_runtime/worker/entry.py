@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from slice_runtime import calls, loops
+from slice_runtime import allocator, calls, loops
 from slice_runtime.errors import RuntimeFailure, SettingError
 from slice_runtime.options import add_worker_arguments
 from slice_runtime.worker.core import SliceWorker, WorkerSettings
@@ -46,6 +46,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
 
 def main(args: argparse.Namespace) -> int:
     loops.install()
+    allocator.keep_large_buffers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     supervisor = Supervisor(args.supervisor_pid)
     supervisor.bind()
