@@ -32,8 +32,9 @@ def candidates(model: onnx.ModelProto, latency_ms: Mapping[str, float], share: f
         if len(node.input) < 2 or node.input[0] in initializers:
             continue
         # Timed alone, the operator needs every input but its first as a constant (an export may
-        # compute a bias, or take it from a Constant node: then it is not measured here).
-        if any(name and name not in initializers for name in node.input[1:]):
+        # compute a bias, or take it from a Constant node: then it is not measured here); the
+        # weight it is split along must be there (Resize leaves its second input empty).
+        if node.input[1] not in initializers or any(n and n not in initializers for n in node.input[2:]):
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if split_axis(node.op_type, attributes, tuple(initializers[node.input[1]].dims)) is None:

@@ -143,3 +143,20 @@ def test_an_operator_whose_bias_is_computed_is_profiled_without_its_split_cost(t
     profile = profile_model(load_model(tmp_path / "m.onnx"), runs=1, warmup=0, measure_memory=False)
     assert "fc" not in profile.split_serial_fractions
     assert {n.name for n in profile.nodes} >= {"fc"}
+
+
+def test_an_operator_whose_second_input_is_left_empty_is_not_a_split_candidate() -> None:
+    """ONNX marks an omitted optional input with an empty name: Resize in YOLO exports leaves its
+    `roi` empty and takes `scales` from an initializer. Nothing to split along, and no KeyError."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mopar.profile.splitcost import candidates
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    resize = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest")
+    graph = helper.make_graph([resize], "empty-roi", [x], [y], [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert candidates(model, {"up": 1.0}) == []
