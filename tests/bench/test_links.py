@@ -14,9 +14,12 @@ import pytest
 
 from mopar.bench.topology import parse_rate
 from mopar.model.modelfile import load_model
-from mopar.plan import planfile
-from mopar.plan.planner import Constraints
-from mopar.plan.planning import plan_model
+from mopar.plan import graph as graphs
+from mopar.plan import planfile, pricing
+from mopar.plan.linkmodel import LinkModel
+from mopar.plan.memory import MB, MemoryModel
+from mopar.plan.planner import Constraints, Coster, Plan
+from mopar.plan.segments import sweep
 from mopar.profile.profiler import profile_model
 from mopar.slice.slicer import slice_model
 from tests.support import ROOT
@@ -35,11 +38,21 @@ def _mopar_on(hosts: Hosts, host: str, *args: str, timeout: float = 240) -> subp
 
 @pytest.fixture(scope="module")
 def sliced(small_model, tmp_path_factory) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
-    """The small ResNet cut into three slices."""
+    """The small ResNet cut into three slices at a third and two thirds of its cut positions.
+    Cut by the planner, this model's measured milliseconds are noise, and its slices may pass on
+    a 2 KB pooled vector: nothing for a codec to show across a link."""
     path = small_model("resnet50")
     model = load_model(path)
     profile = profile_model(model, runs=2, measure_memory=False, measure_splits=False)
-    plan = plan_model(model, profile, Constraints(slices=3, split=False))
+    graph = graphs.from_model(model.proto, profile)
+    positions = graph.cut_positions()
+    cuts = [0, positions[len(positions) // 3], positions[2 * len(positions) // 3], len(graph)]
+    constraints = Constraints(slices=3, split=False)
+    link = LinkModel.load()
+    coster = Coster(graph, MemoryModel(90 * MB), link, pricing.LAMBDA, constraints)
+    options = [coster.option(next(sweep(graph, a, [b]))) for a, b in zip(cuts, cuts[1:])]
+    assert all(options)
+    plan = Plan(graph, constraints, pricing.LAMBDA, link, MemoryModel(90 * MB), options, options[0], 0.0)  # type: ignore[arg-type]
     directory = tmp_path_factory.mktemp("across") / "slices"
     slice_model(model, planfile.to_json(plan, profile.model, profile.tensor_specs, {}), directory)
     return directory, path
