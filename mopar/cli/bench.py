@@ -13,10 +13,9 @@ from mopar.bench.benchmark import TABLES, bench, save
 from mopar.bench.topology import parse_host
 from mopar.bench.transfers import parse_codec
 from mopar.cli.console import err, out, progress
-from mopar.cli.plan import load_or_make_profile, make_plan
+from mopar.cli.plan import load_link, load_or_make_profile, make_plan
 from mopar.errors import UsageError
 from mopar.model.modelfile import load_model, parse_input_shape
-from mopar.plan.linkmodel import LinkModel
 from mopar.plan.planning import whole_plan
 from slice_runtime.gateway.batching import BatchingPolicy
 
@@ -61,14 +60,6 @@ def run(args: argparse.Namespace) -> int:
         save(result, args.output)
         err.print(f"wrote {args.output}")
     return 0
-
-
-def load_link(path: str | None) -> LinkModel:
-    """The link model in `path` (None: the reference one); UsageError when it cannot be read."""
-    try:
-        return LinkModel.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"{path}: not a link model from `mopar calibrate` ({error})") from None
 
 
 def codec_table(result: dict[str, Any]) -> Table:

@@ -20,17 +20,34 @@ from mopar.profile.profiler import Profile, profile_model
 
 
 def run(args: argparse.Namespace) -> int:
+    link = load_link(args.link)  # a wrong --link fails before any profiling
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
-    result = make_plan(model, profile, args)
+    result = make_plan(model, profile, args, link)
     shapes = profile.settings.get("input_shapes", {})
     data = planfile.to_json(result, profile.model, profile.tensor_specs, shapes, profile.batch)
     out.print(plan_table(data))
     out.print(predicted_table(data))
+    verdict = whole_verdict(data)
+    if verdict:
+        err.print(verdict)
     if args.output:
         Path(args.output).write_text(json.dumps(data, indent=1) + "\n")
         err.print(f"wrote {args.output}")
     return 0
+
+
+def whole_verdict(data: dict[str, Any]) -> str | None:
+    """What a plan of one whole slice means: no partition pays, under this objective and pricing."""
+    if len(data["slices"]) != 1 or data["slices"][0].get("subslices"):
+        return None
+    better = {"latency": "faster", "slo": "cheaper within the SLO"}.get(data["objective"], "cheaper")
+    cores = data["constraints"].get("cores")
+    on = f" on {cores} core{'s' if cores != 1 else ''}" if cores else ""
+    return (
+        f"no partition of {data['model']['name']} is {better} than the model served whole{on} "
+        f"(pricing {data['pricing']['name']}): it stays whole"
+    )
 
 
 def load_or_make_profile(model: ModelFile, path: str | None, threads: int, optimization: str) -> Profile:
@@ -59,7 +76,15 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link
         cores=args.cores,
         max_batch=args.max_batch,
     )
-    return plan_model(model, profile, constraints, args.pricing, link or args.link)
+    return plan_model(model, profile, constraints, args.pricing, link or load_link(args.link))
+
+
+def load_link(path: str | None) -> LinkModel:
+    """The link model in `path` (None: the reference one); UsageError when it cannot be read."""
+    try:
+        return LinkModel.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not a link model from `mopar calibrate` ({error})") from None
 
 
 def plan_table(data: dict[str, Any]) -> Table:

@@ -370,6 +370,7 @@ def test_calibrate_takes_the_store_as_transport_or_redis() -> None:
         (["bench", "m.onnx", "--worker-host", "w0"], "NETNS=ADDRESS"),
         (["bench", "m.onnx", "--inline-kb", "-1"], "--inline-kb must be 0 or more"),
         (["bench", "m.onnx", "--link", "missing.json"], "missing.json: not a link model"),
+        (["plan", "m.onnx", "--link", "missing.json"], "missing.json: not a link model"),
         (["calibrate", "--transport", "ftp://h/0", "-o", "link.json"], "unsupported store URL"),
         (["calibrate", "--worker-host", "10.77.0.3", "-o", "link.json"], "NETNS=ADDRESS"),
         (["calibrate", "--repeat", "0", "-o", "link.json"], "--repeat must be at least 1"),
@@ -387,3 +388,10 @@ def test_calibrate_names_an_unreachable_store(tmp_path) -> None:
     done = run_cli("calibrate", "--transport", f"redis://127.0.0.1:{free_port()}/0", "-o", str(tmp_path / "l.json"))
     _assert_one_line_error(done, "cannot reach Redis", "PING")
     assert not (tmp_path / "l.json").exists()
+
+
+def test_a_model_no_partition_beats_is_said_to_stay_whole(small_model) -> None:
+    done = run_cli("plan", str(small_model("mobilenetv2")), "--objective", "latency", "--cores", "1")
+    assert done.returncode == 0, done.stderr
+    assert "no partition of mobilenetv2 is faster than the model served whole on 1 core" in done.stderr
+    assert "it stays whole" in done.stderr
