@@ -17,7 +17,7 @@ and read every host's interface counters before and after the benchmark. `loopba
 same on one host: Redis, gateway and workers in one namespace, everything over its loopback.
 `--inline-kb 0` sends every activation through Redis, so every one crosses the Redis link
 and the workers' own timings hold its whole transfer. Each run's result is kept in --out;
-the section of benchmarks/RESULTS.md between its markers is rendered from them (`--render`
+the section of benchmarks/links.md between its markers is rendered from them (`--render`
 renders without measuring).
 """
 
@@ -138,7 +138,7 @@ def render(models: list[str], out: Path, rates: list[str]) -> None:
             counters.append(f"- {model}, {rate} ({data['links']['seconds']:.0f} s of benchmark): {moved}")
     counted = "Bytes each host's link counted during the benchmark (every serving, warm-up included):"
     section = "\n".join([BEGIN, HEADER, *rows, "", counted, "", *counters, END])
-    results = HERE / "RESULTS.md"
+    results = HERE / "links.md"
     text = results.read_text()
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30, help="measured requests per serving (default 30)")
     parser.add_argument("--rates", default="loopback,200mbit,1gbit", help="links to measure across (tc rates)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "links")
-    parser.add_argument("--render", action="store_true", help="only render RESULTS.md from the kept results")
+    parser.add_argument("--render", action="store_true", help="only render links.md from the kept results")
     args = parser.parse_args()
     models, rates = args.models.split(","), args.rates.split(",")
     if not args.render:

@@ -84,7 +84,7 @@ def _against(predicted: dict[str, Any], figure: str, measured: str, error: str, 
     return f"{predicted[figure]:.{digits}f} / {predicted[measured]:.{digits}f} ({predicted[error]:.2f})"
 
 
-def render(out: Path, requests: int, models: list[str]) -> str:
+def render(out: Path, requests: int, models: list[str], command: str = "") -> str:
     latency_rows, cost_rows, predicted_rows, load_rows, limit_rows = [], [], [], [], []
     vs_peer_cost: dict[str, float] = {}
     machine: dict[str, Any] = {}
@@ -179,7 +179,7 @@ def render(out: Path, requests: int, models: list[str]) -> str:
         "Produced by:",
         "",
         "```sh",
-        f"python benchmarks/run_zoo.py --requests {requests}",
+        command or f"python benchmarks/run_zoo.py --requests {requests}",
         "```",
         "",
         "which runs, per model, `mopar bench MODEL.onnx --profile P --requests N --concurrency C` for the cost",
@@ -235,6 +235,12 @@ def render(out: Path, requests: int, models: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|",
         *load_rows,
         "",
+        "## Activations over real links",
+        "",
+        "Compression against none across rate-limited links between hosts in network namespaces (200 Mbit/s,",
+        "1 Gbit/s, loopback), predicted transfer beside measured: [links.md](links.md)",
+        "(`benchmarks/run_links.py`).",
+        "",
         "## Dynamic batching",
         "",
         "Throughput and latency with and without the gateway's dynamic batching, at concurrency 8 on",
@@ -262,7 +268,12 @@ def main() -> int:
             started = time.monotonic()
             measure(model, path, out, args.requests)
             print(f"{model}: {time.monotonic() - started:.0f} s", flush=True)
-    text = render(out, args.requests, [m for m, _ in runs])
+    command = f"python benchmarks/run_zoo.py --requests {args.requests}" + "".join(
+        f" \\\n    --extra {e}" for e in args.extra
+    )
+    if args.extra:  # the PyTorch exports, written first by exports.py (in a venv with torch)
+        command = "python benchmarks/exports.py benchmarks/results/work/exports\n" + command
+    text = render(out, args.requests, [m for m, _ in runs], command)
     if args.notes:
         text += "\n" + Path(args.notes).read_text()
     (HERE / "RESULTS.md").write_text(text + "\n")
