@@ -8,6 +8,8 @@ processes and checks).
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Latency buckets from 1 ms to 30 s: slices of small models take milliseconds, whole
@@ -48,6 +50,16 @@ GATEWAY_LATENCY = Histogram(
     "mopar_gateway_request_seconds", "End-to-end latency of inference requests.", ["model"], buckets=_SECONDS
 )
 GATEWAY_IN_FLIGHT = Gauge("mopar_gateway_in_flight_requests", "Inference requests in progress.", ["model"])
+
+
+def gateway_request_done(model: str, outcome: str, started: float) -> None:
+    """A request left the gateway (REST or gRPC): counted by outcome, timed when it succeeded."""
+    GATEWAY_IN_FLIGHT.labels(model=model).dec()
+    GATEWAY_REQUESTS.labels(model=model, outcome=outcome).inc()
+    if outcome == "ok":
+        GATEWAY_LATENCY.labels(model=model).observe(time.perf_counter() - started)
+
+
 GATEWAY_RETRIES = Counter(
     "mopar_gateway_slice_retries_total", "Slice calls retried after a failure.", ["model", "slice"]
 )

@@ -134,6 +134,16 @@ def _flag(parameters: Mapping[str, Any], key: str, output: str | None) -> bool:
     return value
 
 
+def tensor_dtype(name: str, datatype: str) -> np.dtype[Any]:
+    """The numpy dtype of input `name`'s V2 datatype; InvalidInput (a 400) when there is none."""
+    if datatype == "BYTES":
+        raise InvalidInput(f"input {name!r}: BYTES tensors are not supported; send numeric tensors")
+    try:
+        return np.dtype(dtype_of_v2(datatype))
+    except KeyError:
+        raise InvalidInput(f"input {name!r} has unknown datatype {datatype[:40]!r}") from None
+
+
 def tensor_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """The shape and its element count, exactly (Python integers: no product wraps to 0)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
@@ -156,12 +166,7 @@ def _input_tensor(item: Any, binary: memoryview, offset: int) -> tuple[np.ndarra
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidInput(f"input {name!r} needs a 'datatype' string")
-    if datatype == "BYTES":
-        raise InvalidInput(f"input {name!r}: BYTES tensors are not supported; send numeric tensors")
-    try:
-        dtype = np.dtype(dtype_of_v2(datatype))
-    except KeyError:
-        raise InvalidInput(f"input {name!r} has unknown datatype {datatype[:40]!r}") from None
+    dtype = tensor_dtype(name, datatype)
     size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size != count * dtype.itemsize:

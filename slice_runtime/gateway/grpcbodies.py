@@ -17,7 +17,7 @@ import numpy as np
 from slice_runtime import v2
 from slice_runtime.errors import InvalidInput
 from slice_runtime.gateway import messages
-from slice_runtime.tensors import TensorSpec, dtype_of_v2, v2_datatype
+from slice_runtime.tensors import TensorSpec, v2_datatype
 
 # The typed field of each datatype (the protocol's InferTensorContents).
 TYPED_FIELD = {
@@ -70,12 +70,7 @@ def parse_infer(request: Any) -> tuple[v2.InferRequest, bool]:
 def _input(item: Any, raw: bytes | None) -> np.ndarray:
     name, datatype = item.name, item.datatype
     shape, count = v2.tensor_shape(name, list(item.shape))
-    if datatype == "BYTES":
-        raise InvalidInput(f"input {name!r}: BYTES tensors are not supported; send numeric tensors")
-    try:
-        dtype = np.dtype(dtype_of_v2(datatype))
-    except KeyError:
-        raise InvalidInput(f"input {name!r} has unknown datatype {datatype[:40]!r}") from None
+    dtype = v2.tensor_dtype(name, datatype)
     if raw is not None:
         if item.HasField("contents"):
             raise InvalidInput(f"input {name!r} has both contents and raw_input_contents; send one")

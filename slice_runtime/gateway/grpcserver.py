@@ -94,10 +94,7 @@ def handlers(plane: DataPlane, drain: Drain) -> grpc.GenericRpcHandler:
             raise
         finally:
             drain.leave()
-            metrics.GATEWAY_IN_FLIGHT.labels(model=plane.name).dec()
-            metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome=outcome).inc()
-            if outcome == "ok":
-                metrics.GATEWAY_LATENCY.labels(model=plane.name).observe(time.perf_counter() - started)
+            metrics.gateway_request_done(plane.name, outcome, started)
 
     methods: dict[str, Handler] = {
         "ServerLive": server_live,

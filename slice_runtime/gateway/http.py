@@ -126,10 +126,7 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
             return _unavailable(f"this gateway shut down before the request finished (grace {limits.grace:g} s)")
         finally:
             drain.leave()
-            metrics.GATEWAY_IN_FLIGHT.labels(model=plane.name).dec()
-            metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome=outcome).inc()
-            if outcome == "ok":
-                metrics.GATEWAY_LATENCY.labels(model=plane.name).observe(time.perf_counter() - started)
+            metrics.gateway_request_done(plane.name, outcome, started)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
