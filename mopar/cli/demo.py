@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not report_.ok:
         raise VerificationError("partitioned outputs differ from the whole model's")
 
-    err.print(f"[bold]6/6 serve and measure[/] whole and partitioned, {args.requests} requests each")
+    err.print(f"[bold]6/6 serve and measure[/] the peer, whole and partitioned, {args.requests} requests each in turns")
     whole = whole_plan(plan)
     with progress("serving") as report:
         result = bench(
