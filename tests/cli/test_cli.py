@@ -188,13 +188,13 @@ def test_serve_answers_v2_requests_and_stops_cleanly_on_ctrl_c(small_model, tmp_
     import signal
     import subprocess
     import sys
-    import time
     import urllib.request
 
     from mopar.model.modelfile import load_model
     from slice_runtime import v2
     from slice_runtime.local import free_port
     from slice_runtime.tensors import random_inputs
+    from tests.support.serving import wait_until_ready
 
     model = str(small_model("mobilenetv2"))
     plan, slices = tmp_path / "plan.json", tmp_path / "slices"
@@ -207,16 +207,7 @@ def test_serve_answers_v2_requests_and_stops_cleanly_on_ctrl_c(small_model, tmp_
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "mopar serve did not become ready"
-                time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}", server, 60, "mopar serve")
         body, headers = v2.encode_request(random_inputs(load_model(model).inputs))
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v2/models/mobilenetv2/infer", data=body, headers=headers, method="POST"

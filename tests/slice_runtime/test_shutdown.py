@@ -26,7 +26,7 @@ from slice_runtime.sessions import open_session
 from slice_runtime.store import open_transport
 from slice_runtime.tensors import random_inputs
 from tests.support.redis_server import RedisServer
-from tests.support.serving import ServeProcess, workers_of
+from tests.support.serving import ServeProcess, wait_until_ready, workers_of
 from tests.support.slicing import sliced
 
 MODEL = "mobilenetv2"
@@ -209,15 +209,7 @@ async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
     )  # fmt: skip
     try:
         front = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{front}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert gateway.poll() is None and time.monotonic() < deadline, "mopar gateway did not start"
-                await asyncio.sleep(0.1)
+        await asyncio.to_thread(wait_until_ready, front, gateway, 30, "mopar gateway")
         with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.is_server_ready() and client.is_model_ready(model.name)
         burst = asyncio.ensure_future(_burst(front, model, 100))

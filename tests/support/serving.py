@@ -75,6 +75,24 @@ class ServeProcess:
         self.kill()
 
 
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    """Poll `url`/v2/health/ready until it answers 200; AssertionError, with what `process`
+    wrote to its stderr pipe, if it exits first, or when `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 while it starts
+            pass
+        if process.poll() is not None:
+            log = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AssertionError(f"{what} exited with {process.returncode}: {log[-2000:]}")
+        assert time.monotonic() < deadline, f"{what} was not ready within {timeout} s"
+        time.sleep(0.1)
+
+
 def workers_of(directory: Path) -> list[int]:
     """Pids of the live slice workers serving `directory`, found by their command lines (whoever
     their parent is now)."""
