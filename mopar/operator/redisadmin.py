@@ -26,22 +26,23 @@ def _error(error: BaseException, url: str, action: str) -> TransportError:
 
 async def ensure_user(admin_url: str, owner: Mapping[str, Any]) -> None:
     """Create or reset the model's ACL user (idempotent: `reset` starts from a clean slate)."""
-    client = _client(admin_url)
-    try:
-        await client.execute_command("ACL", "SETUSER", tenancy.user(owner), *tenancy.rules(owner, admin_url))
-    except (RedisError, OSError) as error:
-        raise _error(error, admin_url, f"creating Redis user {tenancy.user(owner)}") from error
-    finally:
-        await client.aclose()
+    user = tenancy.user(owner)
+    await _acl(admin_url, f"creating Redis user {user}", "SETUSER", user, *tenancy.rules(owner, admin_url))
 
 
 async def remove_user(admin_url: str, owner: Mapping[str, Any]) -> bool:
     """Delete the model's ACL user (and so its connections); False if it had none."""
+    user = tenancy.user(owner)
+    return bool(await _acl(admin_url, f"deleting Redis user {user}", "DELUSER", user))
+
+
+async def _acl(admin_url: str, action: str, *arguments: str) -> Any:
+    """One ACL command on a connection of its own; TransportError naming `action` if it fails."""
     client = _client(admin_url)
     try:
-        return bool(await client.execute_command("ACL", "DELUSER", tenancy.user(owner)))
+        return await client.execute_command("ACL", *arguments)
     except (RedisError, OSError) as error:
-        raise _error(error, admin_url, f"deleting Redis user {tenancy.user(owner)}") from error
+        raise _error(error, admin_url, action) from error
     finally:
         await client.aclose()
 
