@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -245,13 +246,17 @@ class LocalServer:
         if self._rpc is not None:
             await self._rpc.stop(1.0)
         for worker in self.workers.values():
-            if worker.process is not None and worker.process.stdin is not None:
-                try:  # a word before the pipe closes: this is an orderly stop, not the supervisor's death
-                    worker.process.stdin.write(STOP_WORD)
-                    worker.process.stdin.flush()
-                except OSError:  # the worker is gone already
-                    pass
-                worker.process.stdin.close()  # the worker finishes its runs and exits
+            stdin = worker.process.stdin if worker.process is not None else None
+            if stdin is None or stdin.closed:
+                continue
+            # A word before the pipe closes: this is an orderly stop, not the supervisor's death.
+            # A worker gone already (a signal to the process group reached it first) breaks the
+            # pipe, and close() fails again on the word still buffered: nothing is lost.
+            with contextlib.suppress(OSError):
+                stdin.write(STOP_WORD)
+                stdin.flush()
+            with contextlib.suppress(OSError):
+                stdin.close()  # the worker finishes its runs and exits
         await asyncio.gather(*(self._reap(w, deadline) for w in self.workers.values()))
         if self.plane is not None:
             try:

@@ -261,6 +261,23 @@ async def test_a_worker_killed_mid_load_is_restarted_and_no_request_hangs_or_lea
     assert keys == [], keys[:5]  # no tensor of any request left behind
 
 
+def test_stop_after_a_worker_exited_on_its_own_finishes_cleanly(redis_served) -> None:
+    """A signal to the process group (Ctrl-C, systemd) can end a worker before serve writes it the
+    stop word: the pipe is broken then, and stopping goes on."""
+    thread, _, _ = redis_served
+    server = thread.server
+    victim = server.workers[sorted(server.workers)[0]]
+
+    async def exit_then_stop() -> None:
+        victim.process.kill()
+        victim.process.wait()  # blocking: the supervisor gets no turn to restart it
+        await server.stop()
+
+    thread.call(exit_then_stop())
+    assert victim.restarts == 0
+    assert all(worker.process.poll() is not None for worker in server.workers.values())
+
+
 def _retries() -> float:
     from prometheus_client import REGISTRY
 
