@@ -8,8 +8,8 @@ Tests that use the `cluster` fixture mark themselves `pytest.mark.kmock(cls=Vers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import itertools
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +22,7 @@ import kopf
 import pytest
 
 import mopar.operator  # noqa: F401  (registers the handlers)
+from mopar.errors import KubeNotFound
 from mopar.operator.kube import DEPLOYMENTS, JOBS, KSERVICES, PARTITIONED_MODELS, KubeClient
 from mopar.operator.prepare import prepare
 from mopar.operator.spec import parse
@@ -29,27 +30,66 @@ from tests.support import free_port
 
 
 class VersionedEmulator(kmock.KubernetesEmulator):
-    """KMock's emulator plus two things the real API server does and Kopf relies on: a new
-    resourceVersion on every write, so Kopf can tell a stale watch event from a fresh one; and
-    409 Conflict (not 500) when a patch's resourceVersion precondition fails, so Kopf drops the
-    stale patch and goes on with the next event instead of retrying it."""
+    """KMock's emulator plus what the real API server does and Kopf relies on:
+    - a new resourceVersion on every write, so Kopf can tell a stale watch event from a fresh one;
+    - 422 (not 500) when a JSON patch does not apply, as its `test` of the resourceVersion fails
+      when the object changed meanwhile. The API server answers 422 there (apiserver
+      `pkg/endpoints/handlers/patch.go`, `applyJSPatch`: `NewGenericServerResponse(
+      http.StatusUnprocessableEntity, …)`), and Kopf keeps the rest of its patch for the next
+      event (`patching.patch_obj`). Anything else it counts as an unexpected error, throttles for
+      longer each time (1, 1, 2, 3, 5 … s) and skips the touch that re-runs a waiting handler;
+    - a watch that goes on from the list's resourceVersion: KMock's replays every object as
+      ADDED, so Kopf sees each object's listed, older version again after patching it, and
+      loses the writes between its snapshot and its joining the event bus."""
+
+    _revision = 1  # the last resourceVersion given out
 
     async def _render_error(self, exc: Exception) -> Any:
         if isinstance(exc, jsonpatch.JsonPatchTestFailed):
-            exc = kmock.KubernetesError(status=409, reason="Conflict", message=str(exc))
+            exc = kmock.KubernetesError(status=422, reason="Invalid", message=str(exc))
         return await super()._render_error(exc)
-
-    _versions = itertools.count(2)
 
     async def _handle(self, request: Any) -> Any:
         data = request.data
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
-            version = str(next(self._versions))
+            self._revision += 1
+            version = str(self._revision)
             if isinstance(data, dict):  # an object or a merge patch
                 data.setdefault("metadata", {})["resourceVersion"] = version
             elif isinstance(data, list):  # a JSON patch
                 data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
         return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        revision = self._revision  # read first: a write meanwhile is listed and watched, never lost
+        listed = await super()._serve_list(request)
+        listed["metadata"]["resourceVersion"] = str(revision)
+        return listed
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        """The objects changed after `resourceVersion` (all, without one), then every write.
+        The bus is joined in the same locked step as the snapshot (writes publish under that
+        lock), so every write is in one or the other. Objects deleted between a list and its
+        watch are not reported (the emulator keeps no history)."""
+        yield b""  # the headers go out: a watch is streaming even while nothing happens
+        check = self._KubernetesEmulator__check  # type: ignore[attr-defined]
+        since = int(request.params.get("resourceVersion") or 0)
+        bus = self._buses[request.resource]
+        async with self._lock:
+            mark = await bus.mark()
+            events = [{"type": "ADDED" if since == 0 else "MODIFIED", "object": obj.raw}
+                      for (resource, namespace, name), obj in self._objects.items()
+                      if check(request, resource, namespace, name, strict=False) and not obj.deleted
+                      and int(obj.raw.get("metadata", {}).get("resourceVersion") or 0) > since]  # fmt: skip
+        try:
+            for event in events:
+                yield event
+            async for event in bus.stream(since=mark):
+                meta = event.get("object", {}).get("metadata", {})
+                if check(request, request.resource, meta.get("namespace"), meta.get("name"), strict=False):
+                    yield event
+        finally:
+            await bus.unmark(mark)
 
 
 NS = "models"
@@ -180,15 +220,19 @@ class Cluster:
         return {k: v for k, v in self.objects("batch/v1/jobs").items() if k.startswith(f"{name}-prepare-")}
 
     async def mark_ready(self, serving: str) -> None:
+        """Every function ready; one the operator deletes meanwhile is skipped, as a kubelet's
+        status update of a deleted object is."""
         if serving == "knative":
             for name, service in self.objects("serving.knative.dev/v1/services").items():
                 await self.play_revision(name, service)
                 status = {"conditions": [{"type": "Ready", "status": "True"}],
                           "url": f"http://{name}.{NS}.example.com"}  # fmt: skip
-                await self.kube.patch(KSERVICES, NS, name, {"status": status}, "status")
+                with contextlib.suppress(KubeNotFound):
+                    await self.kube.patch(KSERVICES, NS, name, {"status": status}, "status")
         else:
             for name in self.objects("apps/v1/deployments"):
-                await self.kube.patch(DEPLOYMENTS, NS, name, {"status": {"readyReplicas": 1}}, "status")
+                with contextlib.suppress(KubeNotFound):
+                    await self.kube.patch(DEPLOYMENTS, NS, name, {"status": {"readyReplicas": 1}}, "status")
 
 
 @pytest.fixture
