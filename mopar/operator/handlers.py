@@ -93,8 +93,11 @@ async def reconcile(
 async def keep_ready(
     *, body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Per-slice ready replicas, the endpoint and the Ready condition (a timer, see `configure`)."""
-    await readiness.check(_context(body, patch, name, namespace, uid, memo))
+    """Per-slice ready replicas, the endpoint and the Ready condition, and the model's Redis user
+    still there (a timer, see `configure`)."""
+    ctx = _context(body, patch, name, namespace, uid, memo)
+    await readiness.check(ctx)
+    await reconciling.restore_credentials(ctx)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

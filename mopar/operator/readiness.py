@@ -11,19 +11,17 @@ import kopf
 from mopar.errors import SpecError
 from mopar.operator import names, status
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, KSERVICES
-from mopar.operator.reconcile import Context
+from mopar.operator.reconcile import DEPLOYED_PHASES, Context
 from mopar.operator.serving import urls
 from mopar.operator.spec import DEPLOYMENT, KNATIVE, parse
 from mopar.operator.units import units_from_manifest
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError
 
-WATCHED_PHASES = ("Deploying", "Ready", "Degraded")
-
 
 async def check(ctx: Context) -> None:
     serving = ctx.current.get("serving")
-    if ctx.current.get("phase") not in WATCHED_PHASES or serving is None:
+    if ctx.current.get("phase") not in DEPLOYED_PHASES or serving is None:
         return
     try:
         spec = parse(ctx.body.get("spec"), ctx.name)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from mopar.errors import KubeNotFound, SpecError
-from mopar.operator import metrics, names, redisadmin, status
+from mopar.operator import metrics, names, redisadmin, status, tenancy
 from mopar.operator.credentials import build_credentials, uses_operator_redis
 from mopar.operator.jobs import build_prepare_job
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, HPAS, JOBS, KSERVICES, SECRETS, SERVICES, KubeClient
@@ -35,6 +36,9 @@ from mopar.plan import planfile
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError, TransportError
 from slice_runtime.store.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
+DEPLOYED_PHASES = ("Deploying", "Ready", "Degraded")  # the model has its Redis user from here on
 
 
 class Context:
@@ -203,6 +207,37 @@ async def ensure_credentials(ctx: Context, spec: ModelSpec) -> None:
             raise ctx.temporary(f"cannot give the model its Redis user yet: {error}") from None
     for secret in build_credentials(ctx.owner, spec, ctx.settings):
         await ctx.kube.apply(secret)
+
+
+async def restore_credentials(ctx: Context) -> None:
+    """The model's Redis user again, with a warning Event, if the operator's Redis lost it (see
+    `redisadmin.restore_user`); a check of every deployed model at each readiness interval. An
+    unreachable Redis is not this check's to report: the gateway's readiness says so."""
+    if not ctx.settings.redis_acl or ctx.current.get("phase") not in DEPLOYED_PHASES or _deleting(ctx):
+        return
+    try:
+        spec = parse(ctx.body.get("spec"), ctx.name)
+    except SpecError:
+        return
+    if not uses_operator_redis(spec):
+        return
+    try:
+        restored = await redisadmin.restore_user(ctx.settings.redis_url, ctx.owner)
+        # Timers outlive the delete handler (Kopf stops them after it), and the body is live: a
+        # user made again just after that handler removed it goes again.
+        if restored and _deleting(ctx):
+            await redisadmin.remove_user(ctx.settings.redis_url, ctx.owner)
+            return
+    except TransportError as error:
+        log.info("%s/%s: Redis user not checked: %s", ctx.namespace, ctx.name, error)
+        return
+    if restored:
+        message = f"Redis had lost the model's user {tenancy.user(ctx.owner)} (restarted?); it is back"
+        kopf.event(ctx.body, type="Warning", reason="RedisUserRestored", message=message)
+
+
+def _deleting(ctx: Context) -> bool:
+    return bool(ctx.body.get("metadata", {}).get("deletionTimestamp"))
 
 
 async def serving_mode(ctx: Context, spec: ModelSpec) -> str:

@@ -30,6 +30,17 @@ async def ensure_user(admin_url: str, owner: Mapping[str, Any]) -> None:
     await _acl(admin_url, f"creating Redis user {user}", "SETUSER", user, *tenancy.rules(owner, admin_url))
 
 
+async def restore_user(admin_url: str, owner: Mapping[str, Any]) -> bool:
+    """Make the model's ACL user again if Redis no longer has it; True if it had to. A restarted
+    Redis forgets the users made at run time (unless an ACL file saves them), while its keys may
+    survive on disk: the pods would be locked out of their own slices until the next reconcile."""
+    user = tenancy.user(owner)
+    if await _acl(admin_url, f"looking up Redis user {user}", "GETUSER", user) is not None:
+        return False
+    await ensure_user(admin_url, owner)
+    return True
+
+
 async def remove_user(admin_url: str, owner: Mapping[str, Any]) -> bool:
     """Delete the model's ACL user (and so its connections); False if it had none."""
     user = tenancy.user(owner)

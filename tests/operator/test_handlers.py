@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import redis
 
-from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, PARTITIONED_MODELS
-from mopar.operator.names import HASH_ANNOTATION, slice_name
+from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, PARTITIONED_MODELS, SECRETS
+from mopar.operator.names import HASH_ANNOTATION, redis_secret_name, slice_name
 from mopar.operator.spec import parse
 from tests.support.cluster import MODEL, NS, Cluster, VersionedEmulator, eventually
 from tests.support.validation import printer_columns, validate_object, validate_partitioned_model
@@ -237,6 +237,27 @@ async def test_delete_removes_the_models_tensors_and_files_from_redis(cluster: C
     assert store.keys(f"mopar:{NS}.resnet:*") == []
     assert store.keys(f"mopar:{NS}.*") == [f"mopar:{NS}.other:other:abc123:input".encode()]
     assert store.acl_getuser("mopar-models.resnet") is None  # its Redis user is gone too
+
+
+async def test_a_redis_that_lost_the_models_user_gets_it_back(cluster: Cluster) -> None:
+    """A restarted Redis forgets the ACL users made at run time while its keys may survive on
+    disk; here the user alone goes, as it does then. The readiness timer makes it again, with
+    the same password, so the URL in the model's Secret works again, and says so in an Event."""
+    await cluster.apply_model("resnet", {"model": {"storageUri": MODEL}})
+    await cluster.play_prepare_job("resnet")
+    await _until_ready(cluster, "resnet", "knative")
+    secret = await cluster.kube.get(SECRETS, NS, redis_secret_name("resnet"))
+    pods_url = base64.b64decode(secret["data"]["url"]).decode()
+    assert redis.Redis.from_url(pods_url).ping()
+    store = redis.Redis.from_url(cluster.redis_url)
+    assert store.acl_deluser("mopar-models.resnet") == 1
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(pods_url).ping()
+    await eventually(lambda: store.acl_getuser("mopar-models.resnet") is not None, what="the user back")
+    assert redis.Redis.from_url(pods_url).ping()
+    (event,) = await eventually(lambda: _events(cluster, "RedisUserRestored"), what="a RedisUserRestored Event")
+    assert event["type"] == "Warning" and event["involvedObject"]["name"] == "resnet"
+    assert "mopar-models.resnet" in event["message"]
 
 
 async def _gone(cluster: Cluster, name: str) -> bool:
