@@ -226,7 +226,12 @@ class LocalServer:
 
             try:
                 self._rpc = await grpcserver.start(
-                    self.plane, self._app[DRAIN], self.host, self.grpc_port, self.max_body_bytes
+                    self.plane,
+                    self._app[DRAIN],
+                    self.host,
+                    self.grpc_port,
+                    self.max_body_bytes,
+                    self.limits.max_connections,
                 )
             except BaseException:
                 await self.stop(grace=0)

@@ -64,7 +64,8 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=COUNT,
         default=env_int("MOPAR_MAX_CONNECTIONS", 1024, 1),
-        help="connections beyond this many are answered 503 and closed (default 1024)",
+        help="connections beyond this many are answered 503 and closed; gRPC calls in flight beyond"
+        " this many get RESOURCE_EXHAUSTED (default 1024)",
     )
     parser.add_argument(
         "--grace",

@@ -85,7 +85,9 @@ def main(args: argparse.Namespace) -> int:
             if args.grpc_port:
                 from slice_runtime.gateway import grpcserver  # grpc is loaded only when asked for
 
-                rpc = await grpcserver.start(plane, app[DRAIN], args.host, args.grpc_port, max_body_bytes)
+                rpc = await grpcserver.start(
+                    plane, app[DRAIN], args.host, args.grpc_port, max_body_bytes, limits.max_connections
+                )
                 log.info("serving %s over gRPC on %s:%d", plane.name, args.host, args.grpc_port)
             await stop.wait()
             log.info("draining: finishing the requests in flight (at most %g s)", limits.grace)

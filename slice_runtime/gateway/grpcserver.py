@@ -135,13 +135,19 @@ def _guarded(method: Handler) -> Handler:
     return call
 
 
-async def start(plane: DataPlane, drain: Drain, host: str, port: int, max_message_bytes: int) -> grpc.aio.Server:
-    """Serve the gRPC service at host:port; `stop(grace)` stops it (after the drain)."""
+async def start(
+    plane: DataPlane, drain: Drain, host: str, port: int, max_message_bytes: int, max_concurrent_calls: int
+) -> grpc.aio.Server:
+    """Serve the gRPC service at host:port; `stop(grace)` stops it (after the drain). A call
+    beyond `max_concurrent_calls` in flight gets RESOURCE_EXHAUSTED at once, as a connection
+    beyond the HTTP limit gets a 503: HTTP/2 carries many calls on one connection, so calls
+    are what is counted here."""
     server = grpc.aio.server(
+        maximum_concurrent_rpcs=max_concurrent_calls,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),  # outputs are as large as the model makes them
-        ]
+        ],
     )
     server.add_generic_rpc_handlers([handlers(plane, drain)])
     try:
