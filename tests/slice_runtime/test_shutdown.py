@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +24,7 @@ from slice_runtime.sessions import open_session
 from slice_runtime.store import open_transport
 from slice_runtime.tensors import random_inputs
 from tests.support.redis_server import RedisServer
-from tests.support.serving import ServeProcess, wait_until_ready, workers_of
+from tests.support.serving import ServeProcess, gateway_in_flight, stopped, wait_until_ready, workers_of
 from tests.support.slicing import sliced
 
 MODEL = "mobilenetv2"
@@ -54,13 +52,6 @@ def private_redis(tmp_path_factory):  # type: ignore[no-untyped-def]
 def _expected(model, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:  # type: ignore[no-untyped-def]
     feeds = random_inputs(model.inputs, seed=seed)
     return feeds, open_session(model.serialized()).run(None, feeds)[0]
-
-
-def _in_flight(base: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf'mopar_gateway_in_flight_requests{{model="{MODEL}"}} (\S+)', text)
-    return float(match.group(1)) if match else 0.0
 
 
 async def _burst(base: str, model, count: int):  # type: ignore[no-untyped-def]
@@ -101,23 +92,18 @@ async def _terminate_under_load(serve: ServeProcess, model, count: int) -> tuple
     they pile up at the gateway however fast a hop is and however slowly this client sends; they
     go on (SIGCONT) with SIGTERM pending, as if signalled mid-run."""
     workers = workers_of(serve.directory)
-    for pid in workers:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with stopped(workers):
         burst = asyncio.ensure_future(_burst(serve.url, model, count))
         deadline = time.monotonic() + 20
         in_flight = 0.0
         while time.monotonic() < deadline and not burst.done():
-            in_flight = await asyncio.to_thread(_in_flight, serve.url)
+            in_flight = await asyncio.to_thread(gateway_in_flight, serve.url, MODEL)
             if in_flight >= count:  # one arriving after SIGTERM is refused, rightly
                 break
             await asyncio.sleep(0.05)
         signalled = time.monotonic()
         for pid in [serve.process.pid, *workers]:
             os.kill(pid, signal.SIGTERM)
-    finally:
-        for pid in workers:
-            os.kill(pid, signal.SIGCONT)
     results = await burst
     code = await asyncio.to_thread(serve.wait, 60)
     assert code == 0, serve.log()[-2000:]
@@ -213,7 +199,7 @@ async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
         with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.is_server_ready() and client.is_model_ready(model.name)
         burst = asyncio.ensure_future(_burst(front, model, 100))
-        while not burst.done() and await asyncio.to_thread(_in_flight, front) < 90:
+        while not burst.done() and await asyncio.to_thread(gateway_in_flight, front, MODEL) < 90:
             await asyncio.sleep(0.05)
         gateway.send_signal(signal.SIGTERM)
         results = await burst

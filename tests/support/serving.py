@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support import ROOT, free_port
@@ -91,6 +93,27 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float,
             raise AssertionError(f"{what} exited with {process.returncode}: {log[-2000:]}")
         assert time.monotonic() < deadline, f"{what} was not ready within {timeout} s"
         time.sleep(0.1)
+
+
+def gateway_in_flight(base: str, model: str) -> float:
+    """The gateway's `mopar_gateway_in_flight_requests` for `model` (REST and gRPC), from /metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf'mopar_gateway_in_flight_requests{{model="{re.escape(model)}"}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+@contextlib.contextmanager
+def stopped(pids: list[int]) -> Iterator[None]:
+    """The processes stopped (SIGSTOP) inside the block, so requests pile up in front of them;
+    they go on (SIGCONT) after it, whatever happened."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def workers_of(directory: Path) -> list[int]:

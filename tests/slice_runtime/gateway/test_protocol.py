@@ -6,9 +6,6 @@ codes) and tritonclient.http on the versioned routes; JSON bodies typed exactly
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.support import free_port
-from tests.support.serving import ServeProcess, workers_of
+from tests.support.serving import ServeProcess, gateway_in_flight, stopped, workers_of
 from tests.support.slicing import negate_twice, sliced
 
 MODEL = "negate"
@@ -96,12 +93,10 @@ def test_grpc_calls_beyond_the_limit_get_resource_exhausted_at_once(tmp_path) ->
     try:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            for pid in workers:
-                os.kill(pid, signal.SIGSTOP)
-            try:
+            with stopped(workers):
                 held = [stub.ModelInfer.future(request, timeout=60) for _ in range(2)]
                 deadline = time.monotonic() + 20
-                while _in_flight(serve.url) < 2:
+                while gateway_in_flight(serve.url, MODEL) < 2:
                     assert time.monotonic() < deadline, "the two calls never reached the gateway"
                     time.sleep(0.05)
                 started = time.monotonic()
@@ -109,21 +104,11 @@ def test_grpc_calls_beyond_the_limit_get_resource_exhausted_at_once(tmp_path) ->
                     stub.ModelInfer(request, timeout=30)
                 assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert time.monotonic() - started < 5
-            finally:
-                for pid in workers:
-                    os.kill(pid, signal.SIGCONT)
             for call in held:
                 output = np.frombuffer(call.result(timeout=60).raw_output_contents[0], dtype=np.float32)
                 np.testing.assert_array_equal(output, x.reshape(-1))
     finally:
         serve.stop()
-
-
-def _in_flight(base: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf'mopar_gateway_in_flight_requests{{model="{MODEL}"}} (\S+)', text)
-    return float(match.group(1)) if match else 0.0
 
 
 def status_of(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
