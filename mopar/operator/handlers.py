@@ -17,12 +17,13 @@ from typing import Any
 
 import kopf
 
+from mopar.errors import SpecError
 from mopar.operator import cleanup, metrics, names, readiness
 from mopar.operator import reconcile as reconciling
 from mopar.operator.kube import KubeClient
 from mopar.operator.reconcile import Context
 from mopar.operator.settings import OperatorSettings
-from mopar.operator.spec import GROUP, PLURAL, VERSION
+from mopar.operator.spec import GROUP, PLURAL, VERSION, parse
 
 
 def _context(
@@ -96,8 +97,14 @@ async def keep_ready(
     """Per-slice ready replicas, the endpoint and the Ready condition, and the model's Redis user
     still there (a timer, see `configure`)."""
     ctx = _context(body, patch, name, namespace, uid, memo)
-    await readiness.check(ctx)
-    await reconciling.restore_credentials(ctx)
+    if ctx.current.get("phase") not in reconciling.DEPLOYED_PHASES:
+        return
+    try:
+        spec = parse(body.get("spec"), name)
+    except SpecError:
+        return  # the reconcile reports it
+    await readiness.check(ctx, spec)
+    await reconciling.restore_credentials(ctx, spec)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -8,24 +8,20 @@ from typing import Any
 
 import kopf
 
-from mopar.errors import SpecError
 from mopar.operator import names, status
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, KSERVICES
-from mopar.operator.reconcile import DEPLOYED_PHASES, Context
+from mopar.operator.reconcile import Context
 from mopar.operator.serving import urls
-from mopar.operator.spec import DEPLOYMENT, KNATIVE, parse
+from mopar.operator.spec import DEPLOYMENT, KNATIVE, ModelSpec
 from mopar.operator.units import units_from_manifest
 from slice_runtime import manifest as manifests
 from slice_runtime.errors import ManifestError
 
 
-async def check(ctx: Context) -> None:
+async def check(ctx: Context, spec: ModelSpec) -> None:
+    """For a model in one of `DEPLOYED_PHASES` with this (parsed) spec."""
     serving = ctx.current.get("serving")
-    if ctx.current.get("phase") not in DEPLOYED_PHASES or serving is None:
-        return
-    try:
-        spec = parse(ctx.body.get("spec"), ctx.name)
-    except SpecError:
+    if serving is None:
         return
     plan = await ctx.kube.get(CONFIGMAPS, ctx.namespace, names.plan_configmap_name(ctx.name))
     if plan is None:

@@ -209,17 +209,11 @@ async def ensure_credentials(ctx: Context, spec: ModelSpec) -> None:
         await ctx.kube.apply(secret)
 
 
-async def restore_credentials(ctx: Context) -> None:
+async def restore_credentials(ctx: Context, spec: ModelSpec) -> None:
     """The model's Redis user again, with a warning Event, if the operator's Redis lost it (see
-    `redisadmin.restore_user`); a check of every deployed model at each readiness interval. An
-    unreachable Redis is not this check's to report: the gateway's readiness says so."""
-    if not ctx.settings.redis_acl or ctx.current.get("phase") not in DEPLOYED_PHASES or _deleting(ctx):
-        return
-    try:
-        spec = parse(ctx.body.get("spec"), ctx.name)
-    except SpecError:
-        return
-    if not uses_operator_redis(spec):
+    `redisadmin.restore_user`); a check of every model in `DEPLOYED_PHASES` at each readiness
+    interval. An unreachable Redis is not this check's to report: the gateway's readiness says so."""
+    if not ctx.settings.redis_acl or not uses_operator_redis(spec) or _deleting(ctx):
         return
     try:
         restored = await redisadmin.restore_user(ctx.settings.redis_url, ctx.owner)
