@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--inline-kb must be 0 or more, got {args.inline_kb}")
         link = replace(link, inline_bytes=args.inline_kb * 1024)  # the plan prices where tensors go
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
-    profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
+    profile = load_or_make_profile(model, args.profile, args.threads, args.optimization, args.max_threads)
     plan = make_plan(model, profile, args, link)
     whole = whole_plan(plan)
     with progress(f"benchmarking {model.name}") as report:

@@ -18,7 +18,7 @@ from mopar.bench.benchmark import bench, save
 from mopar.cli.bench import result_table
 from mopar.cli.console import err, out, progress
 from mopar.cli.plan import make_plan, plan_table, predicted_table
-from mopar.cli.profile import profile_summary, profile_table
+from mopar.cli.profile import max_threads, profile_summary, profile_table
 from mopar.errors import VerificationError
 from mopar.model import zoo
 from mopar.model.modelfile import load_model
@@ -26,6 +26,7 @@ from mopar.plan.planfile import to_json
 from mopar.plan.planning import whole_plan
 from mopar.profile.plotting import plot_profile
 from mopar.profile.profiler import profile_model
+from mopar.profile.scaling import thread_counts
 from mopar.slice.slicer import slice_model
 from mopar.slice.verify import verify
 
@@ -45,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
     onnx.save_model(zoo.build(args.model, scale=args.scale), str(model_path))
     model = load_model(model_path)
 
-    err.print(f"[bold]2/6 profile[/] {args.runs} runs after warm-up, one thread")
+    counts = thread_counts(max_threads(args.max_threads))
+    err.print(f"[bold]2/6 profile[/] {args.runs} runs after warm-up, at {', '.join(map(str, counts))} thread(s)")
     with progress("profiling") as report:
-        profile = profile_model(model, runs=args.runs, progress=report)
+        profile = profile_model(model, runs=args.runs, progress=report, max_threads=counts[-1])
     profile.save(directory / "profile.json")
     plot = plot_profile(profile, directory / "profile.png")
     out.print(profile_table(profile, top=10))

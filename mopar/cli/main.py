@@ -54,10 +54,22 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_max_threads_option(parser: argparse.ArgumentParser) -> None:
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--max-threads",
+        type=COUNT,
+        metavar="N",
+        help=f"profile node times at 1, 2, 4, … and N intra-op threads (default {cores}: this machine's cores, "
+        "at most)",
+    )
+
+
 def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> None:
     """The planner's options; `local` for commands that serve on this machine (its cores bound
     how many functions run at once)."""
     plan.add_argument("--profile", help="profile.json of this model (default: profile it now)")
+    _add_max_threads_option(plan)
     plan.add_argument(
         "--objective",
         choices=("cost", "latency", "slo"),
@@ -153,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--runs", type=COUNT, default=10, help="recorded runs; medians are reported (default 10)")
     profile.add_argument("--warmup", type=AT_LEAST_0, default=2, help="unrecorded runs first (default 2)")
     _add_runtime_options(profile)
+    _add_max_threads_option(profile)
     _add_model_options(profile)
     profile.add_argument("-o", "--output", help="write profile.json here")
     profile.add_argument("--plot", metavar="FILE.png", help="draw per-layer latency and memory")
@@ -274,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=SCALE, default=1.0, help="width multiplier of the zoo model")
     demo.add_argument("--out", default="mopar-demo", help="directory for the demo's files (default ./mopar-demo)")
     demo.add_argument("--runs", type=COUNT, default=10, help="profiling runs (default 10)")
+    _add_max_threads_option(demo)
     demo.add_argument("--requests", type=COUNT, default=20, help="requests sent to each serving (default 20)")
     demo.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
     demo.set_defaults(run="mopar.cli.demo:run")

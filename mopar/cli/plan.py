@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from mopar.cli.console import err, out, progress
+from mopar.cli.profile import max_threads as cap_threads
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile, load_model, parse_input_shape
 from mopar.plan import planfile
@@ -22,7 +23,7 @@ from mopar.profile.profiler import Profile, profile_model
 def run(args: argparse.Namespace) -> int:
     link = load_link(args.link)  # a wrong --link fails before any profiling
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
-    profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
+    profile = load_or_make_profile(model, args.profile, args.threads, args.optimization, args.max_threads)
     result = make_plan(model, profile, args, link)
     shapes = profile.settings.get("input_shapes", {})
     data = planfile.to_json(result, profile.model, profile.tensor_specs, shapes, profile.batch)
@@ -50,14 +51,19 @@ def whole_verdict(data: dict[str, Any]) -> str | None:
     )
 
 
-def load_or_make_profile(model: ModelFile, path: str | None, threads: int, optimization: str) -> Profile:
+def load_or_make_profile(
+    model: ModelFile, path: str | None, threads: int, optimization: str, max_threads: int | None = 1
+) -> Profile:
+    """The profile in `path`, or one made now (up to `max_threads`; None: this machine's cores)."""
     if path:
         profile = Profile.load(path)
         if profile.model["sha256"] != model.sha256:
             raise UsageError(f"{path} profiles model sha256 {profile.model['sha256'][:12]}, not {model.path}")
         return profile
     with progress(f"profiling {model.name}") as report:
-        return profile_model(model, threads=threads, optimization=optimization, progress=report)
+        return profile_model(
+            model, threads=threads, optimization=optimization, progress=report, max_threads=cap_threads(max_threads)
+        )
 
 
 def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link: LinkModel | None = None) -> Plan:

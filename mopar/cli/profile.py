@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.table import Table
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
             optimization=args.optimization,
             measure_memory=not args.no_memory,
             progress=report,
+            max_threads=max_threads(args.max_threads),
         )
     out.print(profile_table(profile, args.top))
     out.print(profile_summary(profile))
@@ -37,6 +39,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def max_threads(requested: int | None) -> int:
+    """The most intra-op threads to profile at: `requested`, at most this machine's cores
+    (more threads than cores would measure contention, not scaling)."""
+    cores = os.cpu_count() or 1
+    if requested is None:
+        return cores
+    if requested > cores:
+        err.print(f"--max-threads {requested} is more than this machine's {cores} cores: profiling up to {cores}")
+        return cores
+    return requested
+
+
 def profile_table(profile: Profile, top: int = 20) -> Table:
     """The `top` slowest nodes (all when 0), shown in execution order."""
     total = max(profile.totals["node_latency_ms"], 1e-9)
@@ -45,15 +59,19 @@ def profile_table(profile: Profile, top: int = 20) -> Table:
         indexed = sorted(sorted(indexed, key=lambda item: -item[1].latency_ms)[:top])
     shown = "all" if top <= 0 or top >= len(profile.nodes) else f"the {top} slowest"
     table = Table(title=f"{profile.model['name']}: {shown} of {len(profile.nodes)} nodes, in execution order")
-    for column in ("#", "node", "op", "ms", "time %", "weights MB", "output MB", "GFLOP"):
+    most = profile.thread_counts[-1]
+    scaled = (f"x{most} thr",) if most > 1 else ()  # speed-up from one thread to the most profiled
+    for column in ("#", "node", "op", "ms", "time %", *scaled, "weights MB", "output MB", "GFLOP"):
         table.add_column(column, justify="left" if column in ("node", "op") else "right")
     for index, node in indexed:
+        speedup = (_speedup(node.latency_ms, node.latency_at(most)),) if scaled else ()
         table.add_row(
             str(index),
             node.name,
             node.op_type,
             f"{node.latency_ms:.3f}",
             f"{100 * node.latency_ms / total:.1f}",
+            *speedup,
             mb(node.weight_bytes),
             f"{node.output_bytes / 2**20:.2f}",
             "-" if node.flops is None else f"{node.flops / 1e9:.3f}",
@@ -73,4 +91,17 @@ def profile_summary(profile: Profile) -> str:
         f"weights {mb(t['weight_bytes'])} MB; {t['flops'] / 1e9:.2f} GFLOP; "
         f"peak RSS {mb(t['peak_memory_bytes'])} MB (runtime baseline {mb(t['runtime_baseline_bytes'])} MB)",
     ]
+    counts = profile.thread_counts
+    if len(counts) > 1:
+        at = [f"{n} thr {profile.whole_latency_ms(n):.2f} ms" for n in counts]
+        nodes_at = {n: sum(node.latency_at(n) for node in profile.nodes) for n in (1, counts[-1])}
+        lines.append(
+            f"by intra-op threads: {', '.join(at)}; x{counts[-1]} thr speed-up "
+            f"{_speedup(profile.whole_latency_ms(1), profile.whole_latency_ms(counts[-1]))} whole, "
+            f"{_speedup(nodes_at[1], nodes_at[counts[-1]])} node kernels"
+        )
     return "\n".join(lines)
+
+
+def _speedup(one: float, many: float) -> str:
+    return f"{one / many:.2f}" if many > 1e-9 else "-"

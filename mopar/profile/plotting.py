@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mopar.profile.profiler import Profile
 
 
 def plot_profile(profile: Profile, path: str | Path) -> Path:
-    """Per-node latency (coloured by operator) over per-node weights and activations."""
+    """Per-node latency (coloured by operator), its speed-up with the most threads profiled,
+    and per-node weights and activations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +26,12 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     colour = {op: palette(i) for i, op in enumerate(top_ops)}
     other = (0.6, 0.6, 0.6, 1.0)
 
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(13, 6.5), height_ratios=[3, 2])
+    most = profile.thread_counts[-1]
+    if most > 1:
+        fig, (top, scaling, bottom) = plt.subplots(3, 1, sharex=True, figsize=(13, 9), height_ratios=[3, 2, 2])
+        _plot_speedup(scaling, profile, most, [colour.get(n.op_type, other) for n in nodes])
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(13, 6.5), height_ratios=[3, 2])
     top.bar(x, [n.latency_ms for n in nodes], width=1.0, color=[colour.get(n.op_type, other) for n in nodes])
     top.set_ylabel("kernel time (ms, median)")
     cumulative, total = [], 0.0
@@ -58,3 +65,19 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_speedup(axes: Any, profile: Profile, threads: int, colours: list[Any]) -> None:
+    """Each node's speed-up from one thread to `threads`, against none (1) and the ideal; no bar
+    for a node without kernel time of its own (fused into another)."""
+    speedups = [
+        n.latency_ms / n.latency_at(threads) if min(n.latency_ms, n.latency_at(threads)) > 1e-9 else 0.0
+        for n in profile.nodes
+    ]
+    axes.bar(range(len(speedups)), speedups, width=1.0, color=colours)
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.axhline(threads, color="black", linewidth=0.8, linestyle="--", label=f"ideal (x{threads})")
+    whole = profile.whole_latency_ms(1) / max(profile.whole_latency_ms(threads), 1e-9)
+    axes.set_ylabel(f"speed-up at {threads} threads")
+    axes.set_title(f"one thread -> {threads} intra-op threads: whole model x{whole:.2f}", fontsize=9)
+    axes.legend(loc="upper left", fontsize=8)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from mopar.cli.main import build_parser
+from mopar.cli.profile import profile_summary, profile_table
 from mopar.model.modelfile import load_model
+from mopar.profile.plotting import plot_profile
 from mopar.profile.profiler import NodeProfile, Profile, profile_model
 from mopar.profile.scaling import serial_fraction, thread_counts, time_at
+from tests.support import run_cli
 
 
 def _amdahl(t1: float, s: float, counts: list[int]) -> dict[int, float]:
@@ -66,12 +71,21 @@ def _node(name: str, by_threads: dict[int, float], fraction: float) -> NodeProfi
 def _profile(nodes: list[NodeProfile], wall: dict[int, float]) -> Profile:
     return Profile(
         model={"name": "m", "sha256": "0" * 64, "file": "m.onnx"},
-        machine={"threads": 1, "optimization": "all", "thread_counts": sorted(wall)},
+        machine={"threads": 1, "optimization": "all", "onnxruntime": "1", "thread_counts": sorted(wall)},
         settings={"runs": 1, "warmup": 0},
         inputs=[],
         outputs=[],
         nodes=nodes,
-        totals={"latency_ms": wall[1], "latency_by_threads_ms": {str(n): ms for n, ms in wall.items()}},
+        totals={
+            "latency_ms": wall[1],
+            "latency_by_threads_ms": {str(n): ms for n, ms in wall.items()},
+            "node_latency_ms": sum(n.latency_ms for n in nodes),
+            "profiled_run_ms": wall[1],
+            "weight_bytes": 0,
+            "flops": 0,
+            "peak_memory_bytes": None,
+            "runtime_baseline_bytes": None,
+        },
     )
 
 
@@ -130,3 +144,37 @@ def test_a_real_profile_at_two_threads_measures_every_node_at_one_and_two(small_
         assert sorted(node.latency_by_threads) == [1, 2]
         assert node.latency_by_threads[1] == node.latency_ms
         assert 0.0 <= node.serial_fraction <= 2.0
+
+
+def test_the_profile_plot_shows_the_speedup_panel(tmp_path) -> None:
+    profile = _profile([_node("a", {1: 8.0, 2: 4.5}, 0.125), _node("b", {1: 0.0, 2: 0.0}, 1.0)], {1: 9.0, 2: 5.0})
+    path = plot_profile(profile, tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_profile_table_and_summary_show_the_speedup() -> None:
+    profile = _profile([_node("a", {1: 8.0, 2: 4.0}, 0.0)], {1: 9.0, 2: 6.0})
+    table = profile_table(profile)
+    assert [c.header for c in table.columns][5] == "x2 thr"
+    assert list(table.columns[5].cells) == ["2.00"]
+    assert "1 thr 9.00 ms, 2 thr 6.00 ms; x2 thr speed-up 1.50 whole, 2.00 node kernels" in profile_summary(profile)
+
+
+def test_max_threads_beyond_the_cores_profiles_up_to_the_cores(small_model, tmp_path) -> None:
+    out = tmp_path / "p.json"
+    done = run_cli(
+        "profile", str(small_model("mobilenetv2")), "--runs", "1", "--no-memory", "--max-threads", "999", "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    cores = os.cpu_count() or 1
+    assert f"--max-threads 999 is more than this machine's {cores} cores: profiling up to {cores}" in done.stderr
+    assert json.loads(out.read_text())["machine"]["thread_counts"] == thread_counts(cores)
+
+
+def test_every_command_that_profiles_takes_max_threads() -> None:
+    parser = build_parser()
+    for command in (["profile", "m.onnx"], ["plan", "m.onnx"], ["bench", "m.onnx"], ["demo"]):
+        assert parser.parse_args([*command, "--max-threads", "3"]).max_threads == 3
+        assert parser.parse_args(command).max_threads is None  # this machine's cores
+    done = run_cli("profile", "m.onnx", "--max-threads", "0")
+    assert done.returncode == 2 and "--max-threads" in done.stderr and "Traceback" not in done.stderr
