@@ -32,6 +32,7 @@ from mopar.plan.planning import plan_model
 from mopar.profile.profiler import Profile, profile_model
 from mopar.slice.slicer import slice_model
 from slice_runtime import manifest as manifests
+from slice_runtime.config import env_int
 from slice_runtime.store.artifacts import ArtifactStore
 
 log = logging.getLogger("mopar.prepare")
@@ -43,7 +44,9 @@ def plan_spec(
     """A PartitionedModel's plan for the model at `path` (the prepare Job's and `mopar render`'s
     way): the model (named as the spec serves it), its profile and plan.json."""
     model = replace(load_model(path, spec.input_shapes), name=spec.served_name)
-    profile = profile_model(model, runs=runs, threads=spec.runtime.threads, progress=progress)
+    # The Job profiles up to the cores its pod requests (the operator says how many).
+    max_threads = env_int("MOPAR_PROFILE_THREADS", 1, minimum=1)
+    profile = profile_model(model, runs=runs, threads=spec.runtime.threads, progress=progress, max_threads=max_threads)
     constraints = Constraints(
         objective=spec.objective,
         slo_ms=spec.slo_ms,
