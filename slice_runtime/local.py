@@ -1,8 +1,8 @@
 """`mopar serve DIR`: a partitioned model on one machine, as a cluster would run it.
 
-One worker process per slice (each with its own onnxruntime thread budget, one
-intra-op thread by default, like one vCPU of a function) and the gateway in this
-process. Given `hosts`, a worker runs on another host instead (a network namespace, to
+One worker process per slice (each with its own onnxruntime thread budget: the slice's
+threads as planned, in the manifest, at most `cores`, the CPUs this run may use) and the
+gateway in this process. Given `hosts`, a worker runs on another host instead (a network namespace, to
 measure across real links). A supervisor restarts a worker that dies, on the same port,
 so the gateway's retries reach the new one.
 
@@ -70,6 +70,7 @@ class WorkerProcess:
     slice_id: str
     port: int
     log_path: Path
+    threads: int = 1
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     host: Host = Host()
@@ -85,7 +86,8 @@ class LocalServer:
     transport: str = "shm"
     port: int = 8080
     host: str = "127.0.0.1"
-    threads: int = 1
+    threads: int | None = None  # every worker's intra-op threads; None: each slice's, as planned
+    cores: int | None = None  # CPUs of this run: no worker gets more threads (None: no bound)
     namespace: str = "local"
     name: str | None = None
     log_dir: Path | None = None
@@ -107,7 +109,11 @@ class LocalServer:
         self.log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="mopar-serve-"))
         self.workers = {
             e.id: WorkerProcess(
-                e.id, free_port(), self.log_dir / f"worker-{e.id}.log", host=self.hosts.get(e.id, Host())
+                e.id,
+                free_port(),
+                self.log_dir / f"worker-{e.id}.log",
+                threads=self.threads_of(e),
+                host=self.hosts.get(e.id, Host()),
             )
             for e in self.manifest.slices
         }
@@ -122,17 +128,22 @@ class LocalServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def threads_of(self, entry: manifests.SliceEntry) -> int:
+        """Intra-op threads of `entry`'s worker: the pinned count or the slice's, within the cores."""
+        threads = self.threads or entry.threads
+        return min(threads, self.cores) if self.cores else threads
+
     # -- workers -----------------------------------------------------------------
     def _spawn(self, worker: WorkerProcess) -> None:
         command = [
             *worker.host.prefix, sys.executable, "-m", "slice_runtime.worker",
             "--manifest", str(self.directory), "--slice", worker.slice_id, "--namespace", self.namespace,
-            "--host", worker.host.address, "--port", str(worker.port), "--threads", str(self.threads),
+            "--host", worker.host.address, "--port", str(worker.port), "--threads", str(worker.threads),
             "--grace", str(self.limits.grace), *self.worker_args,
         ]  # fmt: skip
         env = {
             **os.environ,
-            "OMP_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(worker.threads),
             "MOPAR_TRANSPORT": self.transport,  # not argv: `ps` shows every user a command line
             "MOPAR_SUPERVISOR_PID": str(os.getpid()),
         }
@@ -279,6 +290,7 @@ def main(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         threads=args.threads,
+        cores=args.cores,
         name=args.name,
         inline_limit=args.inline_kb * 1024,
         limits=lifecycle.limits_from(args),
@@ -298,7 +310,11 @@ def main(args: argparse.Namespace) -> int:
         assert server.plane is not None
         for worker in server.workers.values():
             assert worker.process is not None
-            print(f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid})", file=sys.stderr, flush=True)
+            print(
+                f"slice {worker.slice_id} at {worker.url} (pid {worker.process.pid}, {worker.threads} thread(s))",
+                file=sys.stderr,
+                flush=True,
+            )
         if server.grpc_port is not None:
             print(f"gRPC at {server.host}:{server.grpc_port}", file=sys.stderr, flush=True)
         print(

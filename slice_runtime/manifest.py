@@ -2,7 +2,8 @@
 
 Keys: `format`, `model` (name, sha256, file), `inputs`/`outputs` (the whole model's tensor
 specs), `input_ranges`, `slices` (in an order that runs; each `id`, `file`, `sha256`,
-`inputs`, `outputs`, `depends_on`, `memory_mb`, `codecs`, `prepack`, and `group` for a sub-slice,
+`inputs`, `outputs`, `depends_on`, `memory_mb`, `cpu` (vCPUs its function requests), `threads`
+(its sessions' intra-op threads), `codecs`, `prepack`, and `group` for a sub-slice,
 `data_file`/`data_sha256` for weights kept beside the file), `joins` (model outputs computed
 in parts, and the axis to concatenate them along), `max_batch_size` (for a model with a
 symbolic batch: the largest batch a request may carry; the inputs' leading dimension is -1)
@@ -76,6 +77,8 @@ class SliceEntry:
     data_file: str | None = None  # weights kept beside the file (slices over 2 GB)
     data_sha256: str | None = None
     prepack: bool = True  # whether its session pre-packs weights (`sessions.open_serving_session`)
+    cpu: float | None = None  # vCPUs the plan gives its function (None: a manifest of before CPU was planned)
+    threads: int = 1  # intra-op threads its sessions run with: the vCPUs rounded up
 
     def files(self) -> list[tuple[str, str]]:
         """(file name, sha256) of the slice file and, when it has one, its weights file."""
@@ -96,6 +99,8 @@ class SliceEntry:
         data["outputs"] = [s.to_json() for s in self.outputs]
         data["depends_on"] = list(self.depends_on)
         data["memory_mb"] = self.memory_mb
+        data["cpu"] = self.cpu
+        data["threads"] = self.threads
         data["codecs"] = dict(self.codecs)
         data["prepack"] = self.prepack
         return data
@@ -115,6 +120,8 @@ class SliceEntry:
             data_file=s.get("data_file"),
             data_sha256=s.get("data_sha256"),
             prepack=bool(s.get("prepack", True)),
+            cpu=None if s.get("cpu") is None else float(s["cpu"]),
+            threads=int(s.get("threads", 1)),
         )
 
 
@@ -172,6 +179,11 @@ class Manifest:
                 raise ManifestError(f"{where}: slice id {entry.id[:80]!r} is not 1-63 letters, digits, '.', '-', '_'")
             if entry.id in seen:
                 raise ManifestError(f"{where}: two slices have the id {entry.id!r}")
+            if entry.threads < 1 or (entry.cpu is not None and not entry.cpu > 0):
+                raise ManifestError(
+                    f"{where}: slice {entry.id} needs threads of at least 1 and cpu above 0, "
+                    f"got threads {entry.threads} and cpu {entry.cpu}"
+                )
             for name, _ in entry.files():
                 _check_relative(name, f"{where}: slice {entry.id}")
             for dependency in entry.depends_on:

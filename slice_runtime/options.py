@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 
 from slice_runtime import calls
@@ -115,8 +116,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=COUNT,
-        default=env_int("MOPAR_THREADS", 1, 1),
-        help="onnxruntime intra-op threads (default 1: one vCPU)",
+        default=env_int("MOPAR_THREADS", 0, 1) or None,
+        help="onnxruntime intra-op threads (default: the slice's, as planned, in the manifest)",
     )
     parser.add_argument(
         "--concurrency", type=COUNT, default=env_int("MOPAR_CONCURRENCY", 1, 1), help="runs at once (default 1)"
@@ -234,7 +235,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=PORT, default=8080, help="gateway port (default 8080)")
     parser.add_argument("--grpc-port", type=PORT, help="also serve the V2 gRPC service on this port (default: none)")
     parser.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
-    parser.add_argument("--threads", type=COUNT, default=1, help="onnxruntime threads per worker (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=COUNT,
+        help="onnxruntime intra-op threads of every worker (default: each slice's, as planned, in the manifest)",
+    )
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--cores",
+        type=COUNT,
+        default=cores,
+        help=f"CPUs this run may use: no worker runs more threads (default {cores}: this machine's)",
+    )
     parser.add_argument("--name", help="model name (default: the manifest's)")
     parser.add_argument(
         "--inline-kb",

@@ -2,7 +2,8 @@
 
 Profiler, verifier, slice workers and the benchmark all open sessions here, so a
 slice is measured and served with the same thread budget and optimisation level.
-One intra-op thread is the default: one vCPU, as a function gets.
+One intra-op thread is the default; a slice's workers run with the threads its plan gave it
+(the manifest's `threads`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ DEFAULT_OPTIMIZATION = "all"
 DEFAULT_THREADS = 1
 
 
+def spinning(threads: int) -> dict[str, str]:
+    """Session config entries for how idle intra-op threads wait.
+
+    Several threads: they spin while a run lasts (without it, waking them costs a multi-thread
+    run a lot) and stop spinning once it ends (spinning between runs steals the cores of the
+    other slices' workers). One thread has no pool to wake: no spinning at all."""
+    if threads > 1:
+        return {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+    return {"session.intra_op.allow_spinning": "0"}
+
+
 def session_options(
     threads: int = DEFAULT_THREADS,
     optimization: str = DEFAULT_OPTIMIZATION,
@@ -39,9 +51,8 @@ def session_options(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle intra-op threads spin by default; on shared cores that steals time from
-    # the other slices' workers.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in spinning(threads).items():
+        options.add_session_config_entry(key, value)
     options.log_severity_level = 3
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")

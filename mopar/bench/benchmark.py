@@ -205,19 +205,22 @@ def bench(
     threads = int(profile.machine.get("threads", 1))
     labels = {name: "partitioned" if i == 0 else f"partitioned[{name}]" for i, name in enumerate(codecs)}
     inline = plan.link.inline_bytes
+    cores = plan.constraints.cores  # workers run their planned threads, at most these
     whole_hosts, part_hosts = (_placed(manifests_by_label[label], hosts) for label in chosen)
     servings = [
-        MoparServing(work / "whole", transport, "whole", codec=codecs[0], hosts=whole_hosts, inline_limit=inline)
+        MoparServing(
+            work / "whole", transport, "whole", codec=codecs[0], hosts=whole_hosts, inline_limit=inline, cores=cores
+        )
     ]
     servings += [
         MoparServing(work / "partitioned", transport, labels[name], codec=name, namespace=f"bench-p{i}",
-                     hosts=part_hosts, inline_limit=inline)
+                     hosts=part_hosts, inline_limit=inline, cores=cores)
         for i, name in enumerate(codecs)
     ]  # fmt: skip
     if batching is not None:
         servings += [
             MoparServing(work / label, transport, label + BATCHED, codec=codecs[0], namespace=f"bench-{label}-batched",
-                         hosts=placed, inline_limit=inline, batching=batching)
+                         hosts=placed, inline_limit=inline, batching=batching, cores=cores)
             for label, placed in (("whole", whole_hosts), ("partitioned", part_hosts))
         ]  # fmt: skip
     turns: list[str] = []

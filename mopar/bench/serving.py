@@ -53,7 +53,9 @@ class MoparServing:
         inline_limit: int = calls.DEFAULT_INLINE_LIMIT,
         namespace: str | None = None,
         batching: BatchingPolicy | None = None,
+        cores: int | None = None,
     ) -> None:
+        # Each worker runs its slice's planned threads, at most `cores` (the run's CPUs).
         self.server = LocalServer(
             directory,
             transport=transport,
@@ -63,6 +65,7 @@ class MoparServing:
             hosts=dict(hosts or {}),
             inline_limit=inline_limit,
             batching=batching,
+            cores=cores,
         )
         self.label = label
         self.codec = codec

@@ -26,6 +26,8 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
         {"name": "MOPAR_PM_NAMESPACE", "value": owner["namespace"]},
         {"name": "MOPAR_SPEC", "value": json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":"))},
         {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
+        # The profile measures each node at up to this many threads: the most a slice may get.
+        {"name": "MOPAR_PROFILE_THREADS", "value": str(spec.profile_threads)},
     ]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -36,9 +38,10 @@ def build_prepare_job(owner: Mapping[str, Any], spec: ModelSpec, settings: Opera
         else:
             volumes.append({"name": "model", "configMap": {"name": uri.source}})
         mounts.append({"name": "model", "mountPath": uri.mount_path, "readOnly": True})
+    cpus = str(spec.profile_threads)  # requested and limited alike: the profile times what it gets
     resources = dict(
         spec.runtime.prepare_resources
-        or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+        or {"requests": {"cpu": cpus, "memory": "2Gi"}, "limits": {"cpu": cpus, "memory": "8Gi"}}
     )
     prepare_hash = spec.prepare_hash()
     return {

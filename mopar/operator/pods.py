@@ -89,13 +89,11 @@ def _runtime_env(owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSe
         {"name": "MOPAR_NAMESPACE", "value": names.store_scope(owner)},
         {"name": "MOPAR_MANIFEST", "value": f"{MANIFEST_DIR}/{names.MANIFEST_KEY}"},
         {"name": "MOPAR_PORT", "value": str(PORT)},
-        {"name": "MOPAR_THREADS", "value": str(spec.runtime.threads)},
         {"name": "MOPAR_CODEC", "value": t.codec},
         {"name": "MOPAR_COMPRESS_THRESHOLD", "value": str(t.compression_threshold_bytes)},
         {"name": "MOPAR_ACTIVATION_TTL", "value": str(t.activation_ttl_seconds)},
         {"name": "MOPAR_CACHE_DIR", "value": CACHE_DIR},
         {"name": "MOPAR_GRACE_SECONDS", "value": str(GRACE_SECONDS)},
-        {"name": "OMP_NUM_THREADS", "value": str(spec.runtime.threads)},
     ]
 
 
@@ -145,9 +143,22 @@ def _container(
     }
 
 
+def slice_cpu(unit: SliceUnit, spec: ModelSpec) -> tuple[float, int]:
+    """(vCPUs, intra-op threads) of a slice's pod: as planned, or as `spec.runtime.threads` pins them."""
+    if spec.runtime.threads is not None:
+        return float(spec.runtime.threads), spec.runtime.threads
+    return (float(unit.threads) if unit.cpu is None else unit.cpu), unit.threads
+
+
+def cpu_quantity(vcpus: float) -> str:
+    """vCPUs as a Kubernetes quantity: "2" for whole CPUs, else millicores ("250m", "2500m")."""
+    millis = round(vcpus * 1000)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
 def slice_resources(unit: SliceUnit, spec: ModelSpec) -> dict[str, Any]:
-    """Right-sized from the plan: the slice's memory, one CPU per onnxruntime thread."""
-    amounts = {"cpu": str(spec.runtime.threads), "memory": f"{unit.memory_mb}Mi"}
+    """Right-sized from the plan: the slice's memory and vCPUs, requested and limited alike."""
+    amounts = {"cpu": cpu_quantity(slice_cpu(unit, spec)[0]), "memory": f"{unit.memory_mb}Mi"}
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
@@ -181,7 +192,13 @@ def deployment_pod_spec(container: dict[str, Any], pm: str, spec: ModelSpec) -> 
 def slice_container(
     unit: SliceUnit, owner: Mapping[str, Any], spec: ModelSpec, settings: OperatorSettings
 ) -> dict[str, Any]:
-    env = [*_runtime_env(owner, spec, settings), {"name": "MOPAR_SLICE", "value": unit.id}]
+    threads = str(slice_cpu(unit, spec)[1])
+    env = [
+        *_runtime_env(owner, spec, settings),
+        {"name": "MOPAR_SLICE", "value": unit.id},
+        {"name": "MOPAR_THREADS", "value": threads},
+        {"name": "OMP_NUM_THREADS", "value": threads},
+    ]
     probes = ("/health/live", "/health/ready", WORKER_READY_TIMEOUT)
     return _container("slice", ["worker"], env, slice_resources(unit, spec), spec, settings, probes)
 

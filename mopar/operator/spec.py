@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -43,6 +44,11 @@ MAX_SLO_MS = 3_600_000.0  # an hour
 MAX_MEMORY_MIB = 1_048_576  # 1 TiB
 MAX_BATCH_SIZE = 4096
 MAX_QUEUE_DELAY_US = 10_000_000  # ten seconds
+# vCPUs per slice the planner may choose from (`spec.cpu`); the largest is the prepare Job's too.
+MIN_CPU, MAX_CPU, CPU_CEILING = 0.25, 4.0, 64.0
+# Pricing tables (`spec.pricing`); `lambda-cpu-scaled` is the name `lambda` had before.
+PRICING = ("kubernetes", "lambda", "knative", "lambda-flat")
+PRICING_ALIASES = {"lambda-cpu-scaled": "lambda"}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _CODEC = re.compile(r"^(auto|none|zstd-?[0-9]{1,2}(\+shuffle)?)$")
 __all__ = ["DEPLOYMENT", "KNATIVE", "Autoscaling", "ModelSpec", "SpecError", "parse"]
@@ -72,7 +78,7 @@ class Gateway:
 class Runtime:
     image: str | None = None
     pull_policy: str | None = None
-    threads: int = 1
+    threads: int | None = None  # pins every slice's threads and vCPUs; None: the plan's, per slice
     gateway: Gateway = field(default_factory=Gateway)
     prepare_resources: Mapping[str, Any] | None = None
 
@@ -87,7 +93,9 @@ class ModelSpec:
     max_slices: int = 8
     split: bool = True
     max_split: int = 8
-    pricing: str = "lambda"
+    pricing: str = "kubernetes"
+    min_cpu: float = MIN_CPU  # vCPUs per slice the planner may choose from
+    max_cpu: float = MAX_CPU
     min_memory_mib: int | None = None
     max_memory_mib: int | None = None
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
@@ -128,6 +136,18 @@ class ModelSpec:
             return scaling.target
         return 1
 
+    @property
+    def cpu_bounds(self) -> tuple[float, float]:
+        """vCPUs per slice the planner chooses from: `spec.cpu`, or the pinned threads alone."""
+        if self.runtime.threads is not None:
+            return float(self.runtime.threads), float(self.runtime.threads)
+        return self.min_cpu, self.max_cpu
+
+    @property
+    def profile_threads(self) -> int:
+        """The most threads the prepare Job profiles with (and the CPUs it requests)."""
+        return math.ceil(self.cpu_bounds[1])
+
     def check_serving(self, serving: str) -> None:
         """SpecError unless `serving` can run this spec as it stands."""
         self.slice_autoscaling(serving)
@@ -148,6 +168,7 @@ class ModelSpec:
             "split": self.split,
             "max_split": self.max_split,
             "pricing": self.pricing,
+            "cpu": [self.min_cpu, self.max_cpu],
             "memory": [self.min_memory_mib, self.max_memory_mib],
             "threads": self.runtime.threads,
         }
@@ -184,6 +205,7 @@ SPEC_FIELDS = {
     "split",
     "maxSplit",
     "pricing",
+    "cpu",
     "memory",
     "autoscaling",
     "containerConcurrency",
@@ -240,6 +262,9 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     )
     if min_mib is not None and max_mib is not None and min_mib > max_mib:
         raise SpecError(f"spec.memory: minMiB {min_mib} is above maxMiB {max_mib}")
+    min_cpu, max_cpu = _cpu(fields.mapping(spec, "cpu", "spec.cpu"))
+    pricing = spec.get("pricing", "kubernetes")
+    pricing = PRICING_ALIASES.get(pricing, pricing) if isinstance(pricing, str) else pricing
     serving = fields.choice(spec, "serving", "spec.serving", SERVING_MODES, "auto")
     max_batch = fields.integer(spec, "maxBatchSize", "spec.maxBatchSize", None, 1, MAX_BATCH_SIZE)
     delay = None
@@ -260,9 +285,9 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
         max_slices=fields.required_integer(spec, "maxSlices", "spec.maxSlices", 8, 1, 64),
         split=fields.boolean(spec, "split", "spec.split", True),
         max_split=fields.required_integer(spec, "maxSplit", "spec.maxSplit", 8, 1, 16),
-        pricing=str(
-            fields.choice(spec, "pricing", "spec.pricing", ("lambda", "lambda-cpu-scaled", "knative"), "lambda")
-        ),
+        pricing=str(fields.choice({"pricing": pricing}, "pricing", "spec.pricing", PRICING, "kubernetes")),
+        min_cpu=min_cpu,
+        max_cpu=max_cpu,
         min_memory_mib=min_mib,
         max_memory_mib=max_mib,
         autoscaling=parse_autoscaling(fields.mapping(spec, "autoscaling", "spec.autoscaling"), "spec.autoscaling"),
@@ -282,6 +307,18 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     if parsed.serving != "auto":  # known now; for auto, the reconcile checks once discovery has chosen
         parsed.check_serving(parsed.serving)
     return parsed
+
+
+def _cpu(data: Mapping[str, Any]) -> tuple[float, float]:
+    """spec.cpu's bounds: vCPUs above 0, at most CPU_CEILING, min not above max."""
+    fields.known(data, "spec.cpu", {"min", "max"})
+    low = fields.number(data, "min", "spec.cpu.min", CPU_CEILING)
+    high = fields.number(data, "max", "spec.cpu.max", CPU_CEILING)
+    low = MIN_CPU if low is None else low
+    high = MAX_CPU if high is None else high
+    if low > high:
+        raise SpecError(f"spec.cpu: min {low:g} is above max {high:g}")
+    return low, high
 
 
 def _transport(data: Mapping[str, Any]) -> Transport:
@@ -332,7 +369,7 @@ def _runtime(data: Mapping[str, Any]) -> Runtime:
     return Runtime(
         image=image,
         pull_policy=policy,
-        threads=fields.required_integer(data, "threads", f"{where}.threads", 1, 1, 64),
+        threads=fields.integer(data, "threads", f"{where}.threads", None, 1, 64),
         gateway=Gateway(
             resources=fields.mapping(gateway, "resources", f"{where}.gateway.resources") or None,
             container_concurrency=fields.required_integer(

@@ -62,7 +62,8 @@ def condition(status: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | N
 
 
 def slices_status(manifest: manifests.Manifest, ready: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """One entry per slice function: its nodes, its memory, its sub-slice count, ready replicas."""
+    """One entry per slice function: its nodes, its memory, its vCPUs and threads (as planned),
+    its sub-slice count, ready replicas."""
     plan = {s.id: s for s in planfile.slices(manifest.plan)} if manifest.plan.get("slices") else {}
     rows = []
     for entry in manifest.slices:
@@ -72,6 +73,8 @@ def slices_status(manifest: manifests.Manifest, ready: Mapping[str, int] | None 
                 "name": entry.id,
                 "nodes": len(planned.nodes) if planned else 0,
                 "memoryMiB": int(entry.memory_mb or (planned.memory_mb if planned else 0)),
+                "cpu": entry.cpu if entry.cpu is not None else float(entry.threads),
+                "threads": entry.threads,
                 "subslices": planned.split.k if planned and planned.split else 1,
                 "readyReplicas": int((ready or {}).get(entry.id, 0)),
             }

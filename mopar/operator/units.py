@@ -19,10 +19,12 @@ class SliceUnit:
     id: str
     memory_mb: int
     group: str | None = None
+    cpu: float | None = None  # vCPUs as planned (None: a plan of before CPU was planned: its threads)
+    threads: int = 1  # intra-op threads as planned
 
 
 def units_from_manifest(manifest: manifests.Manifest) -> list[SliceUnit]:
-    return [SliceUnit(s.id, int(s.memory_mb or 0), s.group) for s in manifest.slices]
+    return [SliceUnit(s.id, int(s.memory_mb or 0), s.group, s.cpu, s.threads) for s in manifest.slices]
 
 
 def units_from_plan(plan: Mapping[str, Any]) -> list[SliceUnit]:
@@ -30,10 +32,14 @@ def units_from_plan(plan: Mapping[str, Any]) -> list[SliceUnit]:
     units = []
     for planned in planfile.slices(plan):
         if planned.split is None:
-            units.append(SliceUnit(planned.id, planned.memory_mb))
+            units.append(SliceUnit(planned.id, planned.memory_mb, None, planned.cpu, planned.threads))
         else:
-            k = planned.split.k
-            units += [SliceUnit(manifests.subslice_id(planned.id, i), planned.memory_mb, planned.id) for i in range(k)]
+            units += [
+                SliceUnit(
+                    manifests.subslice_id(planned.id, i), planned.memory_mb, planned.id, planned.cpu, planned.threads
+                )
+                for i in range(planned.split.k)
+            ]
     return units
 
 

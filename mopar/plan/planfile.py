@@ -49,6 +49,8 @@ class PlannedSlice:
     outputs: list[str]
     memory_mb: int
     split: Split | None
+    cpu: float | None = None  # vCPUs of its function (None: a plan of before CPU was planned)
+    threads: int = 1  # intra-op threads: the vCPUs rounded up (1 in a plan of before)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlannedSlice:
@@ -60,6 +62,8 @@ class PlannedSlice:
             outputs=list(data["outputs"]),
             memory_mb=int(data["memory_mb"]),
             split=Split(int(sub["k"]), list(sub["operators"]), int(sub["axis"]), int(sub["channels"])) if sub else None,
+            cpu=None if data.get("cpu") is None else float(data["cpu"]),
+            threads=int(data.get("threads", 1)),
         )
 
 

@@ -258,6 +258,8 @@ def _write(
         codecs={o.name: codecs.get(manifests.whole_tensor(o.name), "none") for o in outputs},
         memory_mb=planned.get("memory_mb"),
         prepack=bool(planned.get("prepack", True)),
+        cpu=None if planned.get("cpu") is None else float(planned["cpu"]),
+        threads=int(planned.get("threads", 1)),  # a plan of before CPU was planned: one thread
         data_file=data_name,
         data_sha256=data_sha256,
     )

@@ -43,7 +43,7 @@ class WorkerSettings:
     namespace: str = "default"
     host: str = "0.0.0.0"
     port: int = 8080
-    threads: int = 1
+    threads: int | None = None  # intra-op threads; None: the slice's, as planned (the manifest's)
     concurrency: int = 1
     codec_name: str = "auto"  # auto: the planner's setting per tensor (manifest); else one setting for all
     compress_threshold: int = codec.DEFAULT_THRESHOLD_BYTES
@@ -62,6 +62,7 @@ class SliceWorker:
         if settings.slice_id not in entries:
             raise ManifestError(f"slice {settings.slice_id!r} is not in the manifest; it has: {', '.join(entries)}")
         self.entry = entries[settings.slice_id]
+        self.threads = settings.threads or self.entry.threads
         self.series = metrics.SliceSeries(self.manifest.name, self.entry.id)
         # Each output's codec (auto: the planner's choice in the manifest), parsed once: a bad
         # setting fails at start, not at the first request.
@@ -90,7 +91,7 @@ class SliceWorker:
         self.idle_rss_bytes = rss_bytes()
         started = time.perf_counter()
         self.session = await asyncio.get_running_loop().run_in_executor(
-            self.executor, open_serving_session, path, self.settings.threads, self.entry.prepack
+            self.executor, open_serving_session, path, self.threads, self.entry.prepack
         )
         log.info("slice %s loaded from %s in %.2f s", self.entry.id, path, time.perf_counter() - started)
 
@@ -237,6 +238,8 @@ class SliceWorker:
             "slice": self.entry.id,
             "model": self.manifest.name,
             "runs": self.runs,
+            # read back from the session: what onnxruntime runs with, not what was asked
+            "threads": self.session.get_session_options().intra_op_num_threads if self.session else self.threads,
             "in_flight": self.in_flight,
             "peak_rss_bytes": peak_rss_bytes(),
             "idle_rss_bytes": self.idle_rss_bytes,

@@ -309,3 +309,48 @@ def test_dynamic_batching_reaches_the_gateway_and_needs_a_batch_to_merge_into() 
     assert spec.prepare_hash() != _spec(maxBatchSize=4).prepare_hash()  # slices are sized for the maximum
     with pytest.raises(SpecError, match="spec.dynamicBatching: merging requests needs spec.maxBatchSize of 2"):
         _spec(dynamicBatching={})
+
+
+PLANNED_UNITS = [SliceUnit("s0", 180, None, 0.25, 1), SliceUnit("s1.0", 290, "s1", 2.5, 3),
+                 SliceUnit("s1.1", 290, "s1", 2.5, 3), SliceUnit("s2", 200, None, None, 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("serving", [KNATIVE, DEPLOYMENT])
+def test_each_slice_pod_gets_its_planned_cpu_and_threads(serving: str) -> None:
+    """CPU request = limit = the slice's vCPUs; threads in the environment; a slice planned before
+    CPU was (cpu None) gets one vCPU per thread; runtime.threads pins every slice."""
+    expected = {"s0": ("250m", "1"), "s1.0": ("2500m", "3"), "s1.1": ("2500m", "3"), "s2": ("2", "2")}
+    for spec, want in ((_spec(), expected), (_spec(runtime={"threads": 2}), dict.fromkeys(expected, ("2", "2")))):
+        objects = build_serving(OWNER, spec, PLANNED_UNITS, serving, SETTINGS)
+        for obj in objects:
+            validate_object(obj)
+        pods = {_env(p)["MOPAR_SLICE"]: p for p in _pods(objects) if "MOPAR_SLICE" in _env(p)}
+        assert set(pods) == set(want)
+        for slice_id, (cpu, threads) in want.items():
+            container = pods[slice_id]["containers"][0]
+            assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"] == cpu
+            assert (_env(pods[slice_id])["MOPAR_THREADS"], _env(pods[slice_id])["OMP_NUM_THREADS"]) == (threads,) * 2
+        memory = {u.id: f"{u.memory_mb}Mi" for u in PLANNED_UNITS}
+        assert all(pods[s]["containers"][0]["resources"]["limits"]["memory"] == memory[s] for s in pods)
+
+
+def test_units_from_a_plan_carry_each_slices_cpu_and_threads() -> None:
+    plan = {"slices": [
+        {"id": "s0", "nodes": ["a"], "inputs": ["x"], "outputs": ["h"], "memory_mb": 128, "cpu": 0.5, "threads": 1},
+        {"id": "s1", "nodes": ["b"], "inputs": ["h"], "outputs": ["y"], "memory_mb": 256, "cpu": 2, "threads": 2,
+         "subslices": {"k": 2, "operators": ["b"], "axis": 1, "channels": 8}},
+    ]}  # fmt: skip
+    assert [(u.id, u.cpu, u.threads) for u in units_from_plan(plan)] == [
+        ("s0", 0.5, 1),
+        ("s1.0", 2.0, 2),
+        ("s1.1", 2.0, 2),
+    ]
+
+
+def test_the_prepare_job_requests_and_profiles_with_the_most_cpus_a_slice_may_get() -> None:
+    for spec, cpus in ((_spec(), "4"), (_spec(cpu={"max": 2.5}), "3"), (_spec(runtime={"threads": 2}), "2")):
+        job = build_prepare_job(OWNER, spec, SETTINGS)
+        validate_object(job)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"] == cpus
+        assert _env(job["spec"]["template"]["spec"])["MOPAR_PROFILE_THREADS"] == cpus

@@ -17,6 +17,7 @@ import redis
 
 from mopar.operator.kube import CONFIGMAPS, DEPLOYMENTS, PARTITIONED_MODELS, SECRETS
 from mopar.operator.names import HASH_ANNOTATION, redis_secret_name, slice_name
+from mopar.operator.pods import cpu_quantity
 from mopar.operator.spec import parse
 from tests.support.cluster import MODEL, NS, Cluster, VersionedEmulator, eventually
 from tests.support.validation import printer_columns, validate_object, validate_partitioned_model
@@ -84,6 +85,10 @@ async def test_create_prepares_deploys_on_knative_and_becomes_ready(cluster: Clu
     assert template["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] == "4"
     memory = template["spec"]["containers"][0]["resources"]["limits"]["memory"]
     assert memory == f"{status['slices'][0]['memoryMiB']}Mi"  # right-sized from the plan
+    container = template["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == cpu_quantity(status["slices"][0]["cpu"])
+    threads = {e["name"]: e.get("value") for e in container["env"]}["MOPAR_THREADS"]
+    assert threads == str(status["slices"][0]["threads"])
 
     assert _events(cluster, "Preparing") and _events(cluster, "Deployed") and _events(cluster, "Ready")
     # The slice files went to the artifact store, by sha256, under the model's own scope.

@@ -43,7 +43,9 @@ def test_defaults_match_the_crd() -> None:
     assert parsed.transport.activation_ttl_seconds == transport["activationTtlSeconds"]["default"]
     assert parsed.transport.compression_threshold_bytes == transport["compressionThresholdBytes"]["default"]
     runtime = SPEC_SCHEMA["runtime"]["properties"]
-    assert parsed.runtime.threads == runtime["threads"]["default"]
+    assert parsed.runtime.threads is None and "default" not in runtime["threads"]  # unset: the plan decides
+    cpu = SPEC_SCHEMA["cpu"]["properties"]
+    assert (parsed.min_cpu, parsed.max_cpu) == (cpu["min"]["default"], cpu["max"]["default"]) == (0.25, 4)
     gateway = runtime["gateway"]["properties"]
     assert parsed.runtime.gateway.container_concurrency == gateway["containerConcurrency"]["default"]
 
@@ -61,6 +63,13 @@ BAD = [
     ({"model": MODEL, "objective": "slo"}, "spec.sloMs"),
     ({"model": MODEL, "maxSlices": 0}, "spec.maxSlices"),
     ({"model": MODEL, "memory": {"minMiB": 900, "maxMiB": 300}}, "spec.memory"),
+    ({"model": MODEL, "cpu": {"min": 2, "max": 1}}, "spec.cpu: min 2 is above max 1"),
+    ({"model": MODEL, "cpu": {"min": 8}}, "spec.cpu: min 8 is above max 4"),
+    ({"model": MODEL, "cpu": {"min": 0}}, "spec.cpu.min"),
+    ({"model": MODEL, "cpu": {"max": 65}}, "spec.cpu.max"),
+    ({"model": MODEL, "cpu": {"max": "2"}}, "spec.cpu.max"),
+    ({"model": MODEL, "cpu": {"maximum": 2}}, "unknown field 'maximum'"),
+    ({"model": MODEL, "pricing": "lambda-cpu"}, "spec.pricing"),
     ({"model": MODEL, "autoscaling": {"minScale": 5, "maxScale": 2}}, "spec.autoscaling"),
     ({"model": MODEL, "autoscaling": {"scaleToZero": True, "minScale": 1}}, "spec.autoscaling"),
     ({"model": MODEL, "transport": {"redisUrl": "redis://:pw@redis:6379/0"}}, "no credentials"),
@@ -105,7 +114,8 @@ def test_bad_specs_name_the_field(spec: dict, field: str) -> None:
     [{"autoscaling": {"maxScale": 10**20}}, {"autoscaling": {"maxScale": 2**31}}, {"timeoutSeconds": 601},
      {"containerConcurrency": 1001}, {"objective": "slo", "sloMs": 0}, {"autoscaling": {"minScale": -1}},
      {"imagePullSecrets": ["registry"]}, {"autoscaling": {"metric": "qps"}},
-     {"knativeFeatures": ["kubernetes.podspec-hostnetwork"]}],
+     {"knativeFeatures": ["kubernetes.podspec-hostnetwork"]}, {"cpu": {"min": 0}}, {"cpu": {"max": 64.5}},
+     {"pricing": "gke"}],
 )  # fmt: skip
 def test_the_crd_schema_refuses_what_the_parser_refuses(spec: dict) -> None:
     with pytest.raises(SpecError):
@@ -173,3 +183,26 @@ def test_the_crd_says_what_kubectl_and_kserve_users_look_for() -> None:
     readme = (ROOT / "README.md").read_text()
     header = readme.split("$ kubectl get pm\n", 1)[1].splitlines()[0].split()
     assert header == ["NAME", *(c.upper() for c in columns)]
+
+
+def test_cpu_bounds_and_pricing_names() -> None:
+    """spec.cpu bounds the vCPUs the plan gives each slice; runtime.threads pins them instead; the
+    old name of the lambda table still works."""
+    spec = parse({"model": MODEL, "cpu": {"min": 0.5, "max": 2.5}}, "m")
+    assert (spec.cpu_bounds, spec.profile_threads) == ((0.5, 2.5), 3)
+    pinned = parse({"model": MODEL, "cpu": {"max": 8}, "runtime": {"threads": 2}}, "m")
+    assert (pinned.cpu_bounds, pinned.profile_threads) == ((2.0, 2.0), 2)
+    assert parse({"model": MODEL}, "m").pricing == "kubernetes"
+    for name in ("lambda", "knative", "lambda-flat", "kubernetes"):
+        assert parse({"model": MODEL, "pricing": name}, "m").pricing == name
+    assert parse({"model": MODEL, "pricing": "lambda-cpu-scaled"}, "m").pricing == "lambda"
+    assert spec.prepare_hash() != parse({"model": MODEL}, "m").prepare_hash()  # other bounds, another plan
+    assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("cpu", [{"min": 0.25, "max": 4}, {"min": 1}, {"max": 64}, {}])
+def test_the_crd_schema_accepts_cpu_bounds(cpu: dict) -> None:
+    document = {"apiVersion": "mopar.dev/v1alpha1", "kind": "PartitionedModel", "metadata": {"name": "m"},
+                "spec": {"model": MODEL, "cpu": cpu}}  # fmt: skip
+    jsonschema.validate(document, crd_json_schema(), cls=jsonschema.Draft202012Validator)
+    parse(document["spec"], "m")

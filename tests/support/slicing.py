@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import TensorProto, helper
@@ -19,10 +21,16 @@ from mopar.plan.planning import batch_scale
 from mopar.profile.profiler import profile_model
 
 
-def sliced(model_path: Path, directory: Path, slices: int = 1, max_batch: int | None = None) -> Path:
+def sliced(
+    model_path: Path,
+    directory: Path,
+    slices: int = 1,
+    max_batch: int | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
     """`model_path` cut into `slices` slices (no sub-slices) in `directory`: no fees, free links,
     and the largest memory bound per slice that makes the planner cut that many; a model with a
-    symbolic batch takes batches up to `max_batch`."""
+    symbolic batch takes batches up to `max_batch`; `edit` changes the plan.json before it is cut."""
     from mopar.slice.slicer import slice_model
 
     model = load_model(model_path)
@@ -46,7 +54,10 @@ def sliced(model_path: Path, directory: Path, slices: int = 1, max_batch: int | 
         except PlanError:
             pass
         bound -= 1
-    slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}, profile.batch), directory)
+    data = planfile.to_json(result, profile.model, profile.tensor_specs, {}, profile.batch)
+    if edit is not None:
+        edit(data)
+    slice_model(model, data, directory)
     return directory
 
 
