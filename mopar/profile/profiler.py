@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
-from mopar.profile import prepacking, shapes, splitcost, trace
+from mopar.profile import prepacking, scaling, shapes, splitcost, trace
 from mopar.profile.compressibility import measure_ratios
 from mopar.profile.flops import node_flops
 from slice_runtime.footprint import measure_peak_rss
@@ -47,10 +47,19 @@ class NodeProfile:
     # weights add to a fresh process's peak.
     latency_unpacked_ms: float | None = None
     packed_bytes: int = 0
+    # {intra-op threads: kernel ms} as measured (`latency_ms` is the one-thread time; empty
+    # means {1: latency_ms}) and Amdahl's serial fraction fitted to it (`scaling`).
+    latency_by_threads: dict[int, float] = field(default_factory=dict)
+    serial_fraction: float = 1.0
+
+    def latency_at(self, threads: int) -> float:
+        """Kernel time with `threads` intra-op threads: measured, or Amdahl's beyond."""
+        return scaling.time_at(self.latency_by_threads or {1: self.latency_ms}, self.serial_fraction, threads)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["outputs"] = [o.to_json() for o in self.outputs]
+        data["latency_by_threads"] = {str(n): ms for n, ms in self.latency_by_threads.items()}
         return data
 
     @classmethod
@@ -65,6 +74,9 @@ class NodeProfile:
             outputs=[TensorSpec.from_json(o) for o in data.get("outputs", [])],
             latency_unpacked_ms=None if data.get("latency_unpacked_ms") is None else float(data["latency_unpacked_ms"]),
             packed_bytes=int(data.get("packed_bytes", 0)),
+            latency_by_threads={int(n): float(ms) for n, ms in data.get("latency_by_threads", {}).items()}
+            or {1: float(data["latency_ms"])},
+            serial_fraction=float(data.get("serial_fraction", 1.0)),
         )
 
 
@@ -137,6 +149,24 @@ class Profile:
             specs.update((o.name, o) for o in node.outputs)
         return specs
 
+    @property
+    def thread_counts(self) -> list[int]:
+        """The intra-op thread counts profiled ([1] for a profile from before thread scaling)."""
+        return [int(n) for n in self.machine.get("thread_counts", [1])]
+
+    def whole_latency_ms(self, threads: int) -> float:
+        """The whole model's wall time at `threads`: measured, or the measured time at the
+        nearest count below, scaled as the nodes' fits scale from there."""
+        measured = {int(n): float(ms) for n, ms in self.totals.get("latency_by_threads_ms", {}).items()}
+        measured = measured or {1: float(self.totals["latency_ms"])}
+        if threads in measured:
+            return measured[threads]
+        base = max((n for n in measured if n <= threads), default=min(measured))
+        at_base = sum(node.latency_at(base) for node in self.nodes)
+        if at_base <= 0.0:
+            return measured[base]
+        return measured[base] * sum(node.latency_at(threads) for node in self.nodes) / at_base
+
 
 def profile_model(
     model: ModelFile,
@@ -148,10 +178,17 @@ def profile_model(
     measure_compression: bool = True,
     measure_splits: bool = True,
     progress: Progress | None = None,
+    max_threads: int = 1,
 ) -> Profile:
-    """Profile `model`: `warmup` unrecorded runs, then medians over `runs` runs."""
+    """Profile `model`: `warmup` unrecorded runs, then medians over `runs` runs.
+
+    Node times and the whole model's wall time are measured at each intra-op thread count
+    of `scaling.thread_counts(max_threads)`; memory, pre-packing and splits at `threads`."""
     if runs < 1 or warmup < 0:
         raise UsageError(f"--runs must be at least 1 (got {runs}) and --warmup at least 0 (got {warmup})")
+    if max_threads < 1:
+        raise UsageError(f"--max-threads must be at least 1 (got {max_threads})")
+    counts = scaling.thread_counts(max_threads)
     report = progress or (lambda phase, done, total: None)
     feeds = random_inputs(model.inputs, seed=0, ranges=model.input_ranges)
     serialized = model.serialized()
@@ -174,14 +211,23 @@ def profile_model(
         compression = measure_ratios(model.proto, feeds, specs, lambda done, total: report("codecs", done, total))
 
     with tempfile.TemporaryDirectory(prefix="mopar-profile-") as tmp:
-        session = open_session(serialized, threads, optimization, profile_prefix=os.path.join(tmp, "trace"))
-        for i in range(warmup + runs):
-            session.run(None, feeds)
-            report("profile", i + 1, warmup + runs)
-        events = json.loads(Path(session.end_profiling()).read_text())
-        del session
-
-        wall = _time_runs(open_session(serialized, threads, optimization), feeds, warmup, runs, report)
+        events_at: dict[int, list[dict[str, Any]]] = {}
+        wall_at: dict[int, list[float]] = {}
+        for step, count in enumerate(counts):
+            prefix = os.path.join(tmp, f"trace-{count}")
+            events_at[count] = _trace_runs(
+                open_session(serialized, count, optimization, profile_prefix=prefix),
+                feeds,
+                warmup,
+                runs,
+                step,
+                len(counts),
+                report,
+            )
+            wall_at[count] = _time_runs(
+                open_session(serialized, count, optimization), feeds, warmup, runs, step, len(counts), report
+            )
+        events, wall = events_at[1], wall_at[1]
 
         peak = baseline = None
         if measure_memory:
@@ -196,6 +242,7 @@ def profile_model(
             model.proto, serialized, feeds, threads, optimization, warmup, runs, peak, Path(tmp), report
         )
 
+    per_node_at = {count: trace.per_node_ms(events_at[count], graph, warmup)[0] for count in counts}
     per_node, fallback_ms = trace.per_node_ms(events, graph, warmup)
     weight_bytes = _weight_bytes_by_node(graph)
     shape_of = {name: spec.shape for name, spec in specs.items()}
@@ -203,6 +250,7 @@ def profile_model(
     nodes = []
     for node in graph.node:
         outputs = [specs[o] for o in node.output if o in specs]
+        by_threads = {count: round(per_node_at[count].get(node.name, 0.0), 4) for count in counts}
         nodes.append(
             NodeProfile(
                 name=node.name,
@@ -216,6 +264,8 @@ def profile_model(
                     round(packing.unpacked_ms[node.name], 4) if node.name in packing.unpacked_ms else None
                 ),
                 packed_bytes=packing.packed_bytes.get(node.name, 0),
+                latency_by_threads=by_threads,
+                serial_fraction=round(scaling.serial_fraction(by_threads), 4),
             )
         )
     fractions: dict[str, float] = {}
@@ -227,6 +277,7 @@ def profile_model(
     known_flops = [n.flops for n in nodes if n.flops is not None]
     totals = {
         "latency_ms": round(statistics.median(wall), 4),
+        "latency_by_threads_ms": {str(count): round(statistics.median(wall_at[count]), 4) for count in counts},
         "profiled_run_ms": round(statistics.median(ms for _, ms in trace.run_times(events)[warmup:]), 4),
         "node_latency_ms": round(sum(n.latency_ms for n in nodes), 4),
         "fallback_attributed_ms": round(fallback_ms, 4),
@@ -238,7 +289,7 @@ def profile_model(
     }
     return Profile(
         model={"name": model.name, "sha256": model.sha256, "file": str(model.path)},
-        machine=machine_facts(threads, optimization),
+        machine={**machine_facts(threads, optimization), "thread_counts": counts},
         settings={"runs": runs, "warmup": warmup, "input_shapes": {k: list(v) for k, v in model.input_shapes.items()}},
         inputs=model.inputs,
         outputs=[specs.get(o.name, o) for o in model.outputs],
@@ -250,8 +301,32 @@ def profile_model(
     )
 
 
+def _trace_runs(
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    warmup: int,
+    runs: int,
+    step: int,
+    steps: int,
+    report: Progress,
+) -> list[dict[str, Any]]:
+    """onnxruntime's trace of `warmup` + `runs` runs of a session opened with profiling on;
+    the progress bar counts `steps` such sessions, this one the `step`th."""
+    for i in range(warmup + runs):
+        session.run(None, dict(feeds))
+        report("profile", step * (warmup + runs) + i + 1, steps * (warmup + runs))
+    events: list[dict[str, Any]] = json.loads(Path(session.end_profiling()).read_text())
+    return events
+
+
 def _time_runs(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], warmup: int, runs: int, report: Progress
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    warmup: int,
+    runs: int,
+    step: int,
+    steps: int,
+    report: Progress,
 ) -> list[float]:
     for _ in range(warmup):
         session.run(None, dict(feeds))
@@ -260,7 +335,7 @@ def _time_runs(
         start = time.perf_counter()
         session.run(None, dict(feeds))
         wall.append((time.perf_counter() - start) * 1000.0)
-        report("timing", i + 1, runs)
+        report("timing", step * runs + i + 1, steps * runs)
     return wall
 
 
