@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,7 @@ from mopar.bench.transfers import priced_with, transfer_report
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
 from mopar.plan import planfile, pricing
+from mopar.plan.limit import NOTHING_ATTAINABLE
 from mopar.plan.memory import MB
 from mopar.plan.planner import Option, Plan
 from mopar.profile.profiler import Profile, machine_facts
@@ -61,8 +63,7 @@ from slice_runtime.local import Host
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import random_inputs
 
-TABLES = ("lambda", "lambda-cpu-scaled", "knative")
-SERVINGS = ("peer", "whole", "partitioned")
+SERVINGS = ("peer", "peer_best", "whole", "partitioned")
 BATCHED = "+batching"  # the label suffix of a serving with dynamic batching
 
 
@@ -88,12 +89,14 @@ def _functions(plan: Plan, manifest: manifests.Manifest, served: Served, request
                 "bytes_raw": stats["read_raw_bytes"] + stats["write_raw_bytes"],
                 "bytes_compressed": stats["read_wire_bytes"] + stats["write_wire_bytes"],
                 "touched_byte_ms": option.touched_byte_ms / option.parts * measured_ms / max(option.duration_ms, 1e-9),
+                "cpu": option.vcpus,
+                "threads": option.threads,
             }
         )
     return rows
 
 
-def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> dict[str, Any]:
+def _figures(served: Served, functions: list[dict[str, Any]], requests: int, table: pricing.Pricing) -> dict[str, Any]:
     latencies = sorted(served.latencies_ms)
     figures: dict[str, Any] = {
         "p50_ms": round(float(np.percentile(latencies, 50)), 3),
@@ -101,44 +104,64 @@ def _figures(served: Served, functions: list[dict[str, Any]], requests: int) -> 
         "p99_ms": round(float(np.percentile(latencies, 99)), 3),
         "throughput_rps": round(len(served.latencies_ms) / max(served.busy_s, 1e-9), 3),
         "functions": len(functions),
-        "memory_mb": {},
-        "gb_seconds": {},
-        "cost_per_million_usd": {},
-        "resource_efficiency": {},
         "mismatched_outputs": served.mismatches,
     }
+    # Each function as the plan sized it (its vCPUs), with the memory its measured peak needs.
     share = [f.get("runs_per_request", 1.0) for f in functions]  # a batched run is shared
-    for name in TABLES:
-        table = pricing.load(name)
-        memory = [table.allocate_mb(f["rss_mb"]) for f in functions]
-        figures["memory_mb"][name] = memory
-        figures["gb_seconds"][name] = round(
-            sum(r * table.gb_seconds(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 8
-        )
-        figures["cost_per_million_usd"][name] = round(
-            1e6 * sum(r * table.invocation_usd(m, f["time_ms"]) for m, f, r in zip(memory, functions, share)), 6
-        )
-        allocated = sum(r * m * MB * table.billed_ms(f["time_ms"], m) for m, f, r in zip(memory, functions, share))
-        figures["resource_efficiency"][name] = round(sum(f["touched_byte_ms"] for f in functions) / allocated, 4)
+    allocations = [measured_allocation(table, f["rss_mb"], f["cpu"]) for f in functions]
+    runs = list(zip(allocations, functions, share))
+    allocated = sum(r * a.memory_mb * MB * table.billed_ms(f["time_ms"]) for a, f, r in runs)
+    # Keyed by the table, as plan.json's pricing names it.
+    figures["memory_mb"] = {table.name: [a.memory_mb for a in allocations]}
+    figures["cpu"] = {table.name: [a.vcpus for a in allocations]}
+    figures["gb_seconds"] = {table.name: round(sum(r * table.gb_seconds(a, f["time_ms"]) for a, f, r in runs), 8)}
+    figures["vcpu_seconds"] = {table.name: round(sum(r * table.vcpu_seconds(a, f["time_ms"]) for a, f, r in runs), 8)}
+    figures["cost_per_million_usd"] = {
+        table.name: round(1e6 * sum(r * table.invocation_usd(a, f["time_ms"]) for a, f, r in runs), 6)
+    }
+    figures["resource_efficiency"] = {table.name: round(sum(f["touched_byte_ms"] for f in functions) / allocated, 4)}
     return figures
 
 
-def _peer_figures(served: Served, peak_rss_bytes: int, whole: Option, requests: int) -> dict[str, Any]:
-    """The peer as one function: its peak RSS, its median run() time, the nodes it touches."""
+def measured_allocation(table: pricing.Pricing, rss_mb: float, vcpus: float) -> pricing.Allocation:
+    """What the table allocates a function of `vcpus` whose measured peak is `rss_mb` (more
+    vCPUs where that memory needs them, as the platform would)."""
+    exact = table.allocations(rss_mb, vcpus, vcpus)
+    if exact:
+        return exact[0]
+    larger = [a for a in table.allocations(rss_mb) if a.vcpus >= vcpus]
+    return larger[0] if larger else table.allocation(rss_mb)
+
+
+def _peer_figures(
+    served: Served, peak_rss_bytes: int, whole: Option, requests: int, table: pricing.Pricing, vcpus: float
+) -> dict[str, Any]:
+    """A peer as one function of `vcpus`: its peak RSS, its median run() time, the nodes it touches."""
     run_ms = statistics.median(served.latencies_ms)
     touched = whole.touched_byte_ms * run_ms / max(whole.duration_ms, 1e-9)
     row = {"id": "peer", "rss_mb": round(peak_rss_bytes / MB, 1), "time_ms": round(run_ms, 3),
-           "touched_byte_ms": touched}  # fmt: skip
-    return {**_figures(served, [row], requests), "slices": [row]}
+           "touched_byte_ms": touched, "cpu": vcpus, "threads": math.ceil(vcpus)}  # fmt: skip
+    return {**_figures(served, [row], requests, table), "slices": [row]}
+
+
+def best_peer_threads(plan: Plan) -> tuple[int, float]:
+    """(threads, vCPUs) of `peer_best`: plain onnxruntime at its best for the objective: every
+    vCPU a function may have for latency (--cores, or --max-cpu), otherwise the size the
+    planner found best for the model whole (the cheapest; the cheapest meeting the SLO)."""
+    if plan.constraints.objective == "latency":
+        vcpus = plan.constraints.cpu_ceiling
+        return max(1, math.floor(vcpus + 1e-9)), float(max(1, math.floor(vcpus + 1e-9)))
+    return plan.whole.threads, plan.whole.vcpus
 
 
 def _vs(base: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
     """Cost as base / ours (higher: ours is cheaper), latency as ours / base (lower: ours is faster)."""
+    tables = base["cost_per_million_usd"]
     return {
-        "cost": {t: round(base["cost_per_million_usd"][t] / ours["cost_per_million_usd"][t], 4) for t in TABLES},
+        "cost": {t: round(base["cost_per_million_usd"][t] / ours["cost_per_million_usd"][t], 4) for t in tables},
         "latency_p50": round(ours["p50_ms"] / base["p50_ms"], 4),
         "resource_efficiency": {
-            t: round(ours["resource_efficiency"][t] / base["resource_efficiency"][t], 4) for t in TABLES
+            t: round(ours["resource_efficiency"][t] / base["resource_efficiency"][t], 4) for t in tables
         },
         "throughput": round(ours["throughput_rps"] / base["throughput_rps"], 4),
     }
@@ -147,7 +170,7 @@ def _vs(base: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
 def _predicted(plan: Plan, options: list[Option], measured: Mapping[str, Any]) -> dict[str, Any]:
     """What the plan predicted for a serving, beside what was measured (ratio measured / predicted)."""
     figures = plan.figures(options)
-    cost = measured["cost_per_million_usd"][plan.pricing.name] if plan.pricing.name in TABLES else None
+    cost = measured["cost_per_million_usd"].get(plan.pricing.name)
     return {
         "latency_ms": figures["latency_ms"],
         "cost_per_million_usd": figures["cost_per_million_usd"],
@@ -202,7 +225,8 @@ def bench(
         manifests_by_label[label] = slice_model(model, data, work / label)
     model_file = work / "model.onnx"
     model_file.write_bytes(model.serialized())
-    threads = int(profile.machine.get("threads", 1))
+    best_threads, best_vcpus = best_peer_threads(plan)
+    peer_threads = {"peer": 1, "peer_best": best_threads}
     labels = {name: "partitioned" if i == 0 else f"partitioned[{name}]" for i, name in enumerate(codecs)}
     inline = plan.link.inline_bytes
     cores = plan.constraints.cores  # workers run their planned threads, at most these
@@ -228,7 +252,7 @@ def bench(
         serve_all(
             model_file,
             servings,
-            threads,
+            peer_threads,
             body,
             headers,
             reference=reference,
@@ -239,39 +263,49 @@ def bench(
             turns=turns,
         )
     )
+    table = plan.pricing
     results: dict[str, Any] = {
-        "peer": _peer_figures(served["peer"], int(peer_stats["peak_rss_bytes"]), plan.whole, requests)
-    }
+        label: {
+            **_peer_figures(served[label], int(peer_stats[label]["peak_rss_bytes"]), plan.whole, requests, table,
+                            1.0 if label == "peer" else best_vcpus),
+            "threads": peer_threads[label],
+        }
+        for label in peer_threads
+    }  # fmt: skip
     for label, which in chosen.items():
         functions = _functions(which, manifests_by_label[label], served[label], requests)
-        results[label] = {**_figures(served[label], functions, requests), "slices": functions}
+        results[label] = {**_figures(served[label], functions, requests, table), "slices": functions}
     batched: dict[str, Any] = {}
     if batching is not None:
         for label, which in chosen.items():
             functions = _functions(which, manifests_by_label[label], served[label + BATCHED], requests)
-            figures = _figures(served[label + BATCHED], functions, requests)
+            figures = _figures(served[label + BATCHED], functions, requests, table)
             batched[label] = {**figures, "slices": functions, "vs_unbatched": _vs(results[label], figures)}
-    peer, whole, ours = results["peer"], results["whole"], results["partitioned"]
+    peer, peer_best, whole, ours = (results[label] for label in SERVINGS)
     by_codec = {}
     for name in codecs:
         figures = ours
         if labels[name] != "partitioned":
             functions = _functions(plan, manifests_by_label["partitioned"], served[labels[name]], requests)
-            figures = {**_figures(served[labels[name]], functions, requests), "slices": functions}
+            figures = {**_figures(served[labels[name]], functions, requests, table), "slices": functions}
         by_codec[name] = {
             **figures,
             "label": labels[name],
             "predicted": _predicted(priced[name], priced[name].slices, figures),
             "transfer": transfer_report(priced[name], manifests_by_label["partitioned"], served[labels[name]].stats),
         }
-    ratios = {**_vs(whole, ours), "vs_peer": {"partitioned": _vs(peer, ours), "whole": _vs(peer, whole)}}
+    ratios = {
+        **_vs(whole, ours),
+        "vs_peer_best": {"partitioned": _vs(peer_best, ours), "whole": _vs(peer_best, whole)},
+        "vs_peer": {"partitioned": _vs(peer, ours), "whole": _vs(peer, whole)},
+    }
     # The first codec's p50 over each other's: below 1, the first is faster.
     ratios["codec_p50"] = {name: round(ours["p50_ms"] / by_codec[name]["p50_ms"], 4) for name in codecs[1:]}
     limit = planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)["limit"]
-    measured_saving = whole["gb_seconds"]["lambda"] / max(ours["gb_seconds"]["lambda"], 1e-15)
+    measured_saving = whole["cost_per_million_usd"][table.name] / max(ours["cost_per_million_usd"][table.name], 1e-15)
     return {
         "model": {"name": model.name, "sha256": model.sha256, "weights_mb": round(model.weight_bytes / MB, 1)},
-        "machine": machine_facts(threads, "all"),
+        "machine": machine_facts(1, "all"),
         "settings": {
             "requests": requests,
             "concurrency": concurrency,
@@ -280,23 +314,30 @@ def bench(
             "objective": plan.constraints.objective,
             "pricing": plan.pricing.name,
             "cores": plan.constraints.cores,
-            "threads_per_function": threads,
+            "slo_ms": plan.constraints.slo_ms,
+            "min_cpu": plan.constraints.min_cpu,
+            "max_cpu": plan.constraints.cpu_ceiling,
+            "peer_threads": peer_threads,
             "codecs": list(codecs),
             "inline_bytes": plan.link.inline_bytes,
             "worker_hosts": [host.address for host in hosts],
             "link": plan.link.source,
             "turns": turns,  # who had each turn, in order: peer, whole, partitioned, peer, ...
-            "peer_options": peer_stats["options"],
+            "peer_options": {label: stats["options"] for label, stats in peer_stats.items()},
         },
         "plan": {
             "slices": len(plan.slices),
             "subslices": [o.parts for o in plan.slices],
             "prepack": [o.prepack for o in plan.slices],
+            "cpu": [o.vcpus for o in plan.slices],
+            "threads": [o.threads for o in plan.slices],
+            "whole_cpu": plan.whole.vcpus,
             "codecs": {t: transfer.setting.name for o in plan.slices for t, transfer in o.writes.items()},
             "predicted_cost_ratio": round(plan.whole.cost_usd / max(plan.cost_usd, 1e-15), 4),
             "max_batch": plan.constraints.max_batch or 1,
         },
         "peer": peer,
+        "peer_best": peer_best,
         "whole": whole,
         "partitioned": ours,
         "codecs": by_codec,
@@ -322,7 +363,7 @@ def _placed(manifest: manifests.Manifest, hosts: Sequence[Host]) -> dict[str, Ho
 
 def _share(attainable: float, saving: float) -> float:
     possible = 1.0 - 1.0 / attainable
-    return (1.0 - 1.0 / saving) / possible if possible > 0 else 1.0
+    return (1.0 - 1.0 / saving) / possible if possible >= NOTHING_ATTAINABLE else 1.0
 
 
 def _transfer_overhead(slices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -166,10 +166,10 @@ def _slice_evenly(model: ModelFile, count: int, directory: Path) -> None:
     profile = profile_model(model, runs=1, warmup=0, measure_memory=False, measure_compression=False)
     graph = graphs.from_model(model.proto, profile)
     link, memory = LinkModel.load(), MemoryModel(MB)
-    coster = Coster(graph, memory, link, pricing.LAMBDA, Constraints())
+    coster = Coster(graph, memory, link, pricing.LAMBDA_FLAT, Constraints())
     n = len(graph)
     options = [coster.option(next(sweep(graph, i * n // count, [(i + 1) * n // count]))) for i in range(count)]
-    plan = Plan(graph, Constraints(), pricing.LAMBDA, link, memory, options, options[0], 0.0)  # type: ignore[arg-type]
+    plan = Plan(graph, Constraints(), pricing.LAMBDA_FLAT, link, memory, options, options[0], 0.0)  # type: ignore[arg-type]
     slice_model(model, planfile.to_json(plan, profile.model, profile.tensor_specs, {}), directory)
 
 

@@ -114,8 +114,13 @@ class MoparServing:
                     self.served.stats[slice_id] = await response.json()
 
 
+# After a peer's turn its idle intra-op threads spin on (onnxruntime's default): a pause lets
+# them stop before the next serving's turn, so they do not steal its cores.
+PEER_SETTLE_S = 0.1
+
+
 async def _alternate(
-    peer: Peer,
+    peers: Mapping[str, Peer],
     mopar: list[MoparServing],
     reference: Mapping[str, np.ndarray],
     requests: int,
@@ -123,23 +128,26 @@ async def _alternate(
     warmup: int,
     report: Report,
     turns: list[str],
-) -> Served:
-    """Turns in the order peer, then `mopar` in order, until each has served `requests`; a turn is
-    one request at concurrency 1, else a block of 4 x concurrency with `concurrency` in flight.
-    `turns` records who had each turn."""
-    peer_served = Served()
+) -> dict[str, Served]:
+    """Turns in the order the peers, then `mopar` in order, until each has served `requests`; a
+    turn is one request at concurrency 1, else a block of 4 x concurrency with `concurrency` in
+    flight. `turns` records who had each turn."""
+    peer_served = {label: Served() for label in peers}
     block = 1 if concurrency == 1 else 4 * concurrency
     for serving in mopar:
         await serving.turn(warmup, 1, reference, record=False)
         await serving.worker_stats(reset=True)
-    peer.run(max(warmup, 1))
+    for peer in peers.values():
+        peer.run(max(warmup, 1))
     done = 0
     while done < requests:
         count = min(block, requests - done)
-        times, wall_ms = await asyncio.to_thread(peer.run, count, concurrency)
-        turns.append("peer")
-        peer_served.latencies_ms += times
-        peer_served.busy_s += wall_ms / 1000.0
+        for label, peer in peers.items():
+            times, wall_ms = await asyncio.to_thread(peer.run, count, concurrency)
+            turns.append(label)
+            peer_served[label].latencies_ms += times
+            peer_served[label].busy_s += wall_ms / 1000.0
+            await asyncio.sleep(PEER_SETTLE_S)
         for serving in mopar:
             await serving.turn(count, concurrency, reference, record=True)
             turns.append(serving.label)
@@ -153,22 +161,27 @@ async def _alternate(
 async def serve_all(
     model_file: Path,
     servings: Sequence[MoparServing],
-    threads: int,
+    peer_threads: Mapping[str, int],
     body: bytes,
     headers: Mapping[str, str],
     **drive: Any,
-) -> tuple[dict[str, Served], dict[str, Any]]:
-    """Start the peer and every serving, let them take turns (`_alternate`), stop them all."""
-    peer = await asyncio.to_thread(Peer, model_file, threads)
+) -> tuple[dict[str, Served], dict[str, dict[str, Any]]]:
+    """Start the peers (label: intra-op threads) and every serving, let them take turns
+    (`_alternate`), stop them all; what each served, and each peer's stats."""
+    peers: dict[str, Peer] = {}
     try:
+        for label, threads in peer_threads.items():
+            peers[label] = await asyncio.to_thread(Peer, model_file, threads)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             for serving in servings:
                 await serving.start(session, body, headers)
-            peer_served = await _alternate(peer, list(servings), **drive)
-        peer_stats = await asyncio.to_thread(peer.stats)
-        peer_served.stats = {"peer": peer_stats}
+            peer_served = await _alternate(peers, list(servings), **drive)
+        peer_stats = {label: await asyncio.to_thread(peer.stats) for label, peer in peers.items()}
+        for label, served in peer_served.items():
+            served.stats = {label: peer_stats[label]}
     finally:
-        peer.close()
+        for peer in peers.values():
+            peer.close()
         for serving in servings:
             await serving.server.stop()
-    return {"peer": peer_served, **{s.label: s.served for s in servings}}, peer_stats
+    return {**peer_served, **{s.label: s.served for s in servings}}, peer_stats

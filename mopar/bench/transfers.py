@@ -42,7 +42,7 @@ def priced_with(plan: Plan, codec: str) -> Plan:
     if codec == "auto":
         return plan
     coster = Coster(plan.graph, plan.memory, replace(plan.link, codec=codec), plan.pricing, plan.constraints)
-    options = [coster.option(o.stats, o.parts, o.group, o.prepack) for o in plan.slices]
+    options = [coster.option(o.stats, o.parts, o.group, o.prepack, o.allocation) for o in plan.slices]
     if any(o is None for o in options):  # memory does not depend on the codec: a bug if it happens
         raise ValueError(f"the plan's slices no longer fit their memory bounds with codec {codec}")
     gateway_ms = coster.io_ms(tuple(plan.graph.outputs), tuple(plan.graph.inputs))

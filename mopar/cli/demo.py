@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(profile_summary(profile))
 
     err.print("[bold]3/6 plan[/] objective cost, AWS Lambda pricing")
-    plan = make_plan(model, profile, _plan_defaults(model_path))
+    plan = make_plan(model, profile, _plan_defaults(model_path), whole_cpus=True)
     data = to_json(plan, profile.model, profile.tensor_specs, profile.settings.get("input_shapes", {}), profile.batch)
     (directory / "plan.json").write_text(json.dumps(data, indent=1) + "\n")
     out.print(plan_table(data))

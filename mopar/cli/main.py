@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mopar import __version__
+from mopar.plan import pricing as pricing_tables
+from mopar.plan.pricing import DEFAULT_MAX_CPU
 from slice_runtime.options import COUNT, add_gateway_arguments, add_serve_arguments, add_worker_arguments, number
 
 # Numeric options are finite and in range (`--slo-ms nan`, `--dominance -1` are usage errors).
@@ -96,7 +98,17 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
     )
     plan.add_argument("--max-cut-tensors", type=COUNT, default=4, help="at most this many tensors cross a cut")
     plan.add_argument(
-        "--pricing", default="lambda", help="lambda (default), lambda-cpu-scaled, knative, or a YAML/JSON pricing file"
+        "--pricing",
+        default=pricing_tables.DEFAULT,
+        help=f"how functions are billed and sized: {', '.join(pricing_tables.BUILTIN)} "
+        f"(default {pricing_tables.DEFAULT}), or a YAML/JSON pricing file",
+    )
+    plan.add_argument("--min-cpu", type=POSITIVE, metavar="VCPUS", help="give each slice at least this many vCPUs")
+    plan.add_argument(
+        "--max-cpu",
+        type=POSITIVE,
+        metavar="VCPUS",
+        help=f"give each slice at most this many vCPUs (default: --cores where given, else {DEFAULT_MAX_CPU:g})",
     )
     plan.add_argument("--link", metavar="FILE", help="link model from `mopar calibrate` (default: the reference one)")
     plan.add_argument(

@@ -66,8 +66,15 @@ def load_or_make_profile(
         )
 
 
-def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link: LinkModel | None = None) -> Plan:
-    """The plan the options in `args` ask for; `link` instead of the one `--link` names."""
+def make_plan(
+    model: ModelFile,
+    profile: Profile,
+    args: argparse.Namespace,
+    link: LinkModel | None = None,
+    whole_cpus: bool = False,
+) -> Plan:
+    """The plan the options in `args` ask for; `link` instead of the one `--link` names;
+    `whole_cpus` for a run on this machine's cores (`Constraints.whole_cpus`)."""
     constraints = Constraints(
         objective=args.objective,
         slo_ms=args.slo_ms,
@@ -81,6 +88,9 @@ def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link
         slices=args.slices,
         cores=args.cores,
         max_batch=args.max_batch,
+        min_cpu=args.min_cpu,
+        max_cpu=args.max_cpu,
+        whole_cpus=whole_cpus,
     )
     return plan_model(model, profile, constraints, args.pricing, link or load_link(args.link))
 
@@ -100,7 +110,7 @@ def plan_table(data: dict[str, Any]) -> Table:
         title=f"plan for {data['model']['name']}: objective {data['objective']}, pricing {data['pricing']['name']}"
         + sized
     )
-    for column in ("slice", "nodes", "first .. last", "memory MB", "time ms", "sub-slices", "$/M requests"):
+    for column in ("slice", "nodes", "first .. last", "memory MB", "vCPU", "time ms", "sub-slices", "$/M requests"):
         table.add_column(column, justify="left" if column in ("slice", "first .. last", "sub-slices") else "right")
     for s in data["slices"]:
         split = s.get("subslices")
@@ -109,6 +119,7 @@ def plan_table(data: dict[str, Any]) -> Table:
             str(len(s["nodes"])),
             s["nodes"][0] if len(s["nodes"]) == 1 else f"{s['nodes'][0]} .. {s['nodes'][-1]}",
             f"{s['memory_mb']:,}",
+            f"{s['cpu']:g}",
             f"{s['latency_ms']:.2f}",
             f"{split['k']} x {split['operators'][0]}" if split else "-",
             f"{s['cost_per_million_usd']:.4f}",
@@ -122,11 +133,18 @@ def predicted_table(data: dict[str, Any]) -> Table:
     for column in ("", "partitioned", "served whole", "ratio"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row("functions", str(ours["functions"]), str(whole["functions"]), "")
+    table.add_row("vCPUs", " + ".join(f"{c:g}" for c in ours["cpu"]), " + ".join(f"{c:g}" for c in whole["cpu"]), "")
     table.add_row(
         "latency ms",
         f"{ours['latency_ms']:.2f}",
         f"{whole['latency_ms']:.2f}",
         f"{ours['latency_ms'] / whole['latency_ms']:.3f}x",
+    )
+    table.add_row(
+        "vCPU-seconds",
+        f"{ours['vcpu_seconds']:.5f}",
+        f"{whole['vcpu_seconds']:.5f}",
+        f"{whole['vcpu_seconds'] / ours['vcpu_seconds']:.2f}x less" if ours["vcpu_seconds"] else "",
     )
     table.add_row(
         "GB-seconds",
@@ -147,9 +165,9 @@ def predicted_table(data: dict[str, Any]) -> Table:
         f"{data['predicted']['resource_efficiency_ratio']:.2f}x",
     )
     limit = data.get("limit")
-    if limit:  # every node its own function: what no partition can beat
+    if limit:  # every node its own function at its own size: what no partition can beat
         table.add_row(
-            "attainable GB-s saving",
+            "attainable saving",
             f"{limit['plan_saving']:.2f}x",
             f"{limit['saving']:.2f}x at most",
             f"{limit['share_reached']:.0%} reached",

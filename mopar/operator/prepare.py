@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -39,16 +38,6 @@ from slice_runtime.store.artifacts import ArtifactStore
 log = logging.getLogger("mopar.prepare")
 
 
-def cpu_constraints(spec: ModelSpec) -> dict[str, Any]:
-    """The planner's bounds on each slice's vCPUs (`Constraints.min_cpu`, `max_cpu`) from the spec.
-
-    Passed only where `Constraints` has them: until the planner plans CPU, a plan keeps its
-    one-vCPU slices and the spec's bounds wait for it."""
-    low, high = spec.cpu_bounds
-    known = {f.name for f in dataclasses.fields(Constraints)}
-    return {name: value for name, value in (("min_cpu", low), ("max_cpu", high)) if name in known}
-
-
 def plan_spec(
     spec: ModelSpec, path: Path, runs: int = 5, progress: Callable[[str, int, int], None] | None = None
 ) -> tuple[ModelFile, Profile, dict[str, Any]]:
@@ -61,7 +50,8 @@ def plan_spec(
         model, runs=runs, threads=spec.runtime.threads or 1, progress=progress, max_threads=max_threads
     )
     constraints = Constraints(
-        **cpu_constraints(spec),
+        min_cpu=spec.cpu_bounds[0],
+        max_cpu=spec.cpu_bounds[1],
         objective=spec.objective,
         slo_ms=spec.slo_ms,
         max_slices=spec.max_slices,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from mopar.model.splitting import constant_axis, split_axis
+from mopar.profile import scaling
 
 if TYPE_CHECKING:  # the profile is read here, never made: no import cycle with profiling
     from mopar.profile.profiler import Profile
@@ -44,6 +45,15 @@ class Node:
     operands: tuple[str, ...] = ()  # the ONNX inputs in their order, activations and initializers
     latency_unpacked_ms: float | None = None  # without pre-packing; None: the same
     packed_bytes: int = 0  # what pre-packing its weights adds to a function's peak
+    # Kernel time at the thread counts profiled ({threads: ms}; empty: one thread only) and
+    # Amdahl's serial fraction fitted to them (`profile.scaling`).
+    latency_by_threads: Mapping[int, float] = field(default_factory=dict)
+    serial_fraction: float = 1.0
+
+    def latency_at(self, threads: int) -> float:
+        """Kernel time with `threads` intra-op threads: measured, or Amdahl's from one thread
+        (no gain at all where only one thread was profiled)."""
+        return scaling.time_at({1: self.latency_ms, **self.latency_by_threads}, self.serial_fraction, threads)
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,8 @@ def from_model(model: onnx.ModelProto, profile: Profile) -> Graph:
                 latency_ms=measured[node.name].latency_ms if node.name in measured else 0.0,
                 latency_unpacked_ms=measured[node.name].latency_unpacked_ms if node.name in measured else None,
                 packed_bytes=measured[node.name].packed_bytes if node.name in measured else 0,
+                latency_by_threads=dict(measured[node.name].latency_by_threads) if node.name in measured else {},
+                serial_fraction=measured[node.name].serial_fraction if node.name in measured else 1.0,
                 attributes={a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.type in _PLAIN},
                 operands=tuple(node.input),
             )

@@ -3,9 +3,11 @@
 Top level: `format`, `model` (name, sha256), `objective`, `constraints`, `pricing`,
 `link`, `memory_model`, `input_shapes`, `tensors` (specs of every tensor crossing a
 cut), `slices` in execution order, `predicted` (this plan and the model served whole,
-and their ratios), `graph` and `limit` (the attainable saving: every node its own function,
-and the share of it this plan reaches). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
-`need_mb`, `latency_ms`, `compute_ms`, `cost_per_million_usd`, `cpu`, `codecs` (setting
+and their ratios; the whole model at its best size for the objective), `graph` and `limit`
+(the attainable saving under the pricing table: every node its own function at its own
+best size, and the share of it this plan reaches). Each slice: `id`, `nodes`, `inputs`/`outputs`, `memory_mb`,
+`need_mb`, `latency_ms`, `compute_ms`, `cost_per_million_usd`, `cpu` (the vCPUs its
+functions are given), `threads` (their intra-op threads), `vcpu_seconds`, `codecs` (setting
 per output tensor), `prepack` (whether its sessions pre-pack weights) and, when split,
 `subslices` (`k`, `operators`, `axis`, `channels`). A model with a symbolic batch adds
 `batch`: `profiled` (the batch its figures are for), `max` (the largest a request may carry,
@@ -103,7 +105,7 @@ def to_json(
             ),
         },
         "graph": {"nodes": len(graph.nodes)},
-        "limit": _limit_json(plan, ours["gb_seconds"], whole["gb_seconds"]),
+        "limit": _limit_json(plan, ours["cost_per_million_usd"], whole["cost_per_million_usd"]),
     }
     if batch:
         named = crossing | set(batch["inputs"]) | set(batch["outputs"])
@@ -117,13 +119,15 @@ def to_json(
     return data
 
 
-def _limit_json(plan: Plan, gb_seconds: float, whole_gb_seconds: float) -> dict[str, Any]:
-    """The attainable saving (`limit.attainable`) and the share of it this plan reaches."""
-    bound = attainable(plan.graph, plan.memory, plan.pricing)
-    saving = whole_gb_seconds / max(gb_seconds, 1e-15)
+def _limit_json(plan: Plan, cost: float, whole_cost: float) -> dict[str, Any]:
+    """The attainable saving under the plan's pricing table (`limit.attainable`) and the share
+    of it this plan reaches, against the model whole at its best size."""
+    bounds = plan.constraints
+    bound = attainable(plan.graph, plan.memory, plan.pricing, bounds.min_cpu, bounds.cpu_ceiling)
+    saving = whole_cost / max(cost, 1e-15)
     return {
-        "gb_seconds": round(bound.gb_seconds, 8),
-        "whole_gb_seconds": round(bound.whole_gb_seconds, 8),
+        "cost_per_million_usd": round(bound.usd * 1e6, 6),
+        "whole_cost_per_million_usd": round(bound.whole_usd * 1e6, 6),
         "saving": round(bound.saving, 4),
         "plan_saving": round(saving, 4),
         "share_reached": round(bound.share(saving), 4),
@@ -145,7 +149,9 @@ def _slice_json(slice_id: str, option: Option, plan: Plan) -> dict[str, Any]:
         "duration_ms": round(option.duration_ms, 4),
         "cost_per_million_usd": round(option.cost_usd * 1e6, 6),
         "weight_mb": round(stats.weight_bytes / 2**20, 3),
-        "cpu": plan.pricing.vcpus,
+        "cpu": option.vcpus,
+        "threads": option.threads,
+        "vcpu_seconds": round(option.vcpu_seconds, 8),
         "codecs": {t: transfer.setting.name for t, transfer in option.writes.items()},
         "prepack": option.prepack,
     }

@@ -27,7 +27,7 @@ from mopar.errors import PlanError
 from mopar.plan.graph import Graph, SplitGroup
 from mopar.plan.linkmodel import LinkModel, Transfer
 from mopar.plan.memory import MB, MemoryModel
-from mopar.plan.pricing import Pricing
+from mopar.plan.pricing import DEFAULT_MAX_CPU, Allocation, Pricing
 from mopar.plan.segments import SegmentStats, sweep
 
 OBJECTIVES = ("cost", "latency", "slo")
@@ -47,6 +47,9 @@ class Constraints:
     slices: int | None = None  # exactly this many slices (None: whatever the objective prefers)
     cores: int | None = None  # vCPUs that can run at once (None: every function its own)
     max_batch: int | None = None  # the largest batch a request may carry (None: the batch profiled)
+    min_cpu: float | None = None  # vCPUs a slice may be given (None: the pricing table's smallest)
+    max_cpu: float | None = None  # (None: --cores where given, else DEFAULT_MAX_CPU)
+    whole_cpus: bool = False  # only whole vCPUs (a local run cannot hold a process to a fraction)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -61,6 +64,16 @@ class Constraints:
             raise PlanError(f"--cores must be at least 1, got {self.cores}")
         if self.max_batch is not None and self.max_batch < 1:
             raise PlanError(f"--max-batch must be at least 1, got {self.max_batch}")
+        if self.min_cpu is not None and self.min_cpu <= 0:
+            raise PlanError(f"--min-cpu must be positive, got {self.min_cpu:g}")
+        if self.max_cpu is not None and (self.max_cpu <= 0 or self.max_cpu < (self.min_cpu or 0)):
+            raise PlanError(f"--max-cpu must be positive and at least --min-cpu, got {self.max_cpu:g}")
+
+    @property
+    def cpu_ceiling(self) -> float:
+        """The most vCPUs one function may be given: --max-cpu, at most --cores."""
+        ceiling = self.max_cpu if self.max_cpu is not None else (self.cores or DEFAULT_MAX_CPU)
+        return min(ceiling, self.cores) if self.cores else ceiling
 
 
 @dataclass(frozen=True)
@@ -71,15 +84,28 @@ class Option:
     parts: int
     group: SplitGroup | None
     need_mb: float  # per function
-    memory_mb: int  # allocated per function
-    duration_ms: float  # per function, with one full vCPU
+    allocation: Allocation  # per function: memory and vCPUs; it runs allocation.threads threads
+    duration_ms: float  # per function
     latency_ms: float  # of the slice (sub-slices run in parallel)
     cost_usd: float  # all of the slice's functions, per request
     gb_seconds: float
+    vcpu_seconds: float
     touched_byte_ms: float  # memory the slice's nodes touch over time
     allocated_byte_ms: float  # memory its functions are billed for over time
     writes: Mapping[str, Transfer] = field(default_factory=dict)
     prepack: bool = True  # its sessions pre-pack weights (`profile.prepacking`)
+
+    @property
+    def memory_mb(self) -> int:
+        return self.allocation.memory_mb
+
+    @property
+    def vcpus(self) -> float:
+        return self.allocation.vcpus
+
+    @property
+    def threads(self) -> int:
+        return self.allocation.threads
 
 
 @dataclass
@@ -108,10 +134,13 @@ class Plan:
         return {
             "latency_ms": round(self.gateway_ms + sum(o.latency_ms for o in options), 4),
             "gb_seconds": round(sum(o.gb_seconds for o in options), 8),
+            "vcpu_seconds": round(sum(o.vcpu_seconds for o in options), 8),
             "cost_per_million_usd": round(1e6 * sum(o.cost_usd for o in options), 6),
             "resource_efficiency": round(touched / allocated, 4) if allocated else 0.0,
             "functions": sum(o.parts for o in options),
             "memory_mb": [o.memory_mb for o in options],
+            "cpu": [o.vcpus for o in options],
+            "threads": [o.threads for o in options],
         }
 
 
@@ -123,6 +152,7 @@ class Coster:
     ) -> None:
         self.graph, self.memory, self.link, self.pricing, self.constraints = graph, memory, link, pricing, constraints
         self._transfers: dict[tuple[str, int], Transfer] = {}
+        self._prefix: dict[int, list[float]] = {}  # threads -> prefix sums of node times
 
     def transfer(self, tensor: str, parts: int = 1) -> Transfer:
         key = (tensor, parts)
@@ -139,64 +169,122 @@ class Coster:
         write = sum(t.write_ms for t in outgoing) + (self.link.hop_ms if any(not t.inline for t in outgoing) else 0.0)
         return read + write
 
-    def part_compute_ms(self, stats: SegmentStats, parts: int, group: SplitGroup | None, prepack: bool = True) -> float:
+    def compute_ms(self, stats: SegmentStats, threads: int, prepack: bool = True) -> float:
+        """Kernel time of the slice with `threads` intra-op threads: each node at its own
+        scaling (prefix sums per thread count, so any slice costs O(1)). Without pre-packing
+        (profiled at one thread) it scales as the packed slice does."""
+        if threads not in self._prefix:
+            running, sums = 0.0, [0.0]
+            for node in self.graph.nodes:
+                running += node.latency_at(threads)
+                sums.append(running)
+            self._prefix[threads] = sums
+        sums = self._prefix[threads]
+        packed = sums[stats.end] - sums[stats.start] if threads > 1 else stats.compute_ms
+        if prepack:
+            return packed
+        return stats.compute_unpacked_ms * (packed / stats.compute_ms if stats.compute_ms > 0 else 1.0)
+
+    def part_compute_ms(
+        self, stats: SegmentStats, parts: int, group: SplitGroup | None, prepack: bool = True, threads: int = 1
+    ) -> float:
         """Compute time of one of `parts` sub-slices: the dominant operator divides by its measured
         serial fraction s (a part takes t x (s + (1 - s) / k)), its channel-wise tail evenly.
         (With fewer cores than parts, the parts share them: see `option`.)"""
-        total = stats.compute_ms if prepack else stats.compute_unpacked_ms
+        total = self.compute_ms(stats, threads, prepack)
         if parts == 1 or group is None:
             return total
         head = self.graph.nodes[group.start]
-        head_ms = head.latency_ms if prepack or head.latency_unpacked_ms is None else head.latency_unpacked_ms
+        head_ms = head.latency_at(threads)
+        if not prepack and head.latency_unpacked_ms is not None and head.latency_ms > 0:
+            head_ms *= head.latency_unpacked_ms / head.latency_ms
         serial = self.graph.serial_fractions.get(head.name, 0.0)
         divided = (total - head_ms) / parts + head_ms * (serial + (1 - serial) / parts)
         return self.link.part_ms(divided * parts, parts)
 
-    def option(
-        self, stats: SegmentStats, parts: int = 1, group: SplitGroup | None = None, prepack: bool = True
-    ) -> Option | None:
-        """The slice run as `parts` functions; None where it breaks a memory bound."""
-        need_mb = self.memory.need_bytes(stats, parts, prepack) / MB
+    def allocations(self, need_mb: float) -> list[Allocation]:
+        """What a function needing `need_mb` may be given, within the memory and CPU bounds."""
         bounds = self.constraints
-        try:
-            memory_mb = self.pricing.allocate_mb(max(need_mb, bounds.min_slice_memory_mb or 0))
-        except PlanError:
-            return None
-        if bounds.max_slice_memory_mb is not None and memory_mb > bounds.max_slice_memory_mb:
-            return None
-        compute = self.part_compute_ms(stats, parts, group, prepack)
+        found = self.pricing.allocations(
+            max(need_mb, bounds.min_slice_memory_mb or 0), bounds.min_cpu, bounds.cpu_ceiling
+        )
+        if bounds.max_slice_memory_mb is not None:
+            found = [a for a in found if a.memory_mb <= bounds.max_slice_memory_mb]
+        if bounds.whole_cpus:
+            found = [a for a in found if a.vcpus == a.threads]
+        return found
+
+    def option(
+        self,
+        stats: SegmentStats,
+        parts: int = 1,
+        group: SplitGroup | None = None,
+        prepack: bool = True,
+        allocation: Allocation | None = None,
+    ) -> Option | None:
+        """The slice run as `parts` functions of `allocation` each (None: the smallest allowed);
+        None where no allocation holds it."""
+        need_mb = self.memory.need_bytes(stats, parts, prepack) / MB
+        if allocation is None:
+            allowed = self.allocations(need_mb)
+            if not allowed:
+                return None
+            allocation = allowed[0]
+        threads = allocation.threads
+        compute = self.part_compute_ms(stats, parts, group, prepack, threads) * allocation.slowdown
         duration = self.link.invoke_ms + compute + self.io_ms(stats.inputs, stats.outputs, parts)
-        # With fewer cores than parts, the parts take turns on them: each runs parts / cores longer.
+        # With fewer cores than the parts' threads, the parts take turns on them.
         cores = self.constraints.cores
-        duration *= max(1.0, parts / cores) if cores else 1.0
-        billed = self.pricing.billed_ms(duration, memory_mb)
+        duration *= max(1.0, parts * threads / cores) if cores else 1.0
+        billed = self.pricing.billed_ms(duration)
         baseline = self.memory.baseline_bytes
-        touched = parts * baseline * duration + stats.touched_byte_ms / parts + stats.input_bytes * stats.compute_ms
+        scale = compute / stats.compute_ms if stats.compute_ms > 0 else 1.0  # node times at this size
+        touched = (
+            parts * baseline * duration + (stats.touched_byte_ms / parts + stats.input_bytes * stats.compute_ms) * scale
+        )
         return Option(
             stats=stats,
             parts=parts,
             group=group,
             need_mb=need_mb,
-            memory_mb=memory_mb,
+            allocation=allocation,
             duration_ms=duration,
-            latency_ms=duration * self.pricing.slowdown(memory_mb),
-            cost_usd=parts * self.pricing.invocation_usd(memory_mb, duration),
-            gb_seconds=parts * self.pricing.gb_seconds(memory_mb, duration),
+            latency_ms=duration,
+            cost_usd=parts * self.pricing.invocation_usd(allocation, duration),
+            gb_seconds=parts * self.pricing.gb_seconds(allocation, duration),
+            vcpu_seconds=parts * self.pricing.vcpu_seconds(allocation, duration),
             touched_byte_ms=touched,
-            allocated_byte_ms=parts * memory_mb * MB * billed,
+            allocated_byte_ms=parts * allocation.memory_mb * MB * billed,
             writes={t: self.transfer(t, parts) for t in stats.outputs},
             prepack=prepack,
         )
 
     def options(self, stats: SegmentStats, group: SplitGroup | None) -> list[Option]:
-        """Every way to run the slice: whole or split, with and without pre-packing where that
-        changes anything."""
+        """Every way to run the slice that is not beaten on both cost and latency by another:
+        whole or split, with and without pre-packing where that changes anything, at every
+        size the pricing table and the bounds allow."""
         packings = [True, False] if stats.packed_bytes or stats.compute_unpacked_ms != stats.compute_ms else [True]
-        options = [self.option(stats, prepack=p) for p in packings]
+        splits = [1]
         if group is not None and self.constraints.split:
-            for parts in range(2, min(self.constraints.max_split, group.channels) + 1):
-                options += [self.option(stats, parts, group, p) for p in packings]
-        return [o for o in options if o is not None]
+            splits += list(range(2, min(self.constraints.max_split, group.channels) + 1))
+        options = []
+        for parts in splits:
+            for prepack in packings:
+                need_mb = self.memory.need_bytes(stats, parts, prepack) / MB
+                for allocation in self.allocations(need_mb):
+                    option = self.option(stats, parts, group if parts > 1 else None, prepack, allocation)
+                    if option is not None:
+                        options.append(option)
+        return frontier(options)
+
+
+def frontier(options: list[Option]) -> list[Option]:
+    """The options no other beats on both cost and latency (ties: the fewer vCPUs and parts)."""
+    kept: list[Option] = []
+    for option in sorted(options, key=lambda o: (o.cost_usd, o.latency_ms, o.parts * o.vcpus)):
+        if not kept or option.latency_ms < kept[-1].latency_ms - 1e-12:
+            kept.append(option)
+    return kept
 
 
 def plan(
@@ -214,10 +302,8 @@ def plan(
     n = len(graph)
     whole_stats = next(sweep(graph, 0, [n]))
     # The model served as one function, the best way it can be (pre-packed or not).
-    whole_options = coster.options(whole_stats, None)
-    whole = min(whole_options, key=lambda o: _key(o, constraints.objective)) if whole_options else None
-    whole = whole or _unbounded(coster, whole_stats)
     gateway_ms = coster.io_ms(tuple(graph.outputs), tuple(graph.inputs))
+    whole = best_whole(coster.options(whole_stats, None), constraints, gateway_ms) or _unbounded(coster, whole_stats)
     if constraints.objective == "slo":
         chosen = _pareto_dp(table, len(positions), constraints, gateway_ms)
     else:
@@ -240,6 +326,21 @@ def option_table(graph: Graph, coster: Coster, positions: list[int]) -> dict[tup
             if options:
                 table[(i, index[stats.end])] = options
     return table
+
+
+def best_whole(options: list[Option], constraints: Constraints, gateway_ms: float) -> Option | None:
+    """The model served as one function at its best size for the objective: the fastest for
+    latency, the cheapest for cost, the cheapest that meets the SLO for slo (the fastest where
+    none does). What a plan is measured against."""
+    if not options:
+        return None
+    if constraints.objective == "slo":
+        assert constraints.slo_ms is not None
+        meeting = [o for o in options if gateway_ms + o.latency_ms <= constraints.slo_ms + 1e-9]
+        if meeting:
+            return min(meeting, key=lambda o: _key(o, "cost"))
+        return min(options, key=lambda o: _key(o, "latency"))
+    return min(options, key=lambda o: _key(o, constraints.objective))
 
 
 def _key(option: Option, objective: str) -> tuple[float, float]:
@@ -354,14 +455,15 @@ def _non_dominated(labels: list[_Label], exact: bool = False) -> list[_Label]:
 
 def _unbounded(coster: Coster, stats: SegmentStats) -> Option:
     """The whole model priced without the pricing table's memory ceiling (for comparison only)."""
-    relaxed = Coster(coster.graph, coster.memory, coster.link, _no_ceiling(coster.pricing), Constraints())
+    relaxed_bounds = Constraints(max_cpu=coster.pricing.cpu_max)
+    relaxed = Coster(coster.graph, coster.memory, coster.link, _no_ceiling(coster.pricing), relaxed_bounds)
     option = relaxed.option(stats)
     assert option is not None
     return option
 
 
 def _no_ceiling(pricing: Pricing) -> Pricing:
-    return replace(pricing, memory_max_mb=10**9)
+    return replace(pricing, memory_max_mb=10**9, mb_per_vcpu_max=None)
 
 
 def _explain_infeasible(
@@ -374,6 +476,8 @@ def _explain_infeasible(
 ) -> PlanError:
     """Why no plan fits: an operator too big for any slice, or an SLO below the fastest plan."""
     ceiling = min(coster.pricing.memory_max_mb, constraints.max_slice_memory_mb or 10**9)
+    if coster.pricing.mb_per_vcpu_max is not None:  # more memory needs more vCPUs than allowed
+        ceiling = min(ceiling, int(constraints.cpu_ceiling * coster.pricing.mb_per_vcpu_max))
     splittable = {g.start for g in graph.split_groups(0.0)} if constraints.split else set()
     for index, node in enumerate(graph.nodes):
         stats = next(sweep(graph, index, [index + 1]))

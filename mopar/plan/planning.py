@@ -24,7 +24,7 @@ def plan_model(
     model: ModelFile,
     profile: Profile,
     constraints: Constraints,
-    pricing: str = "lambda",
+    pricing: str = pricing_tables.DEFAULT,
     link: str | LinkModel | None = None,
 ) -> Plan:
     """The plan for `model` from its profile; the memory model calibrated on the profile's

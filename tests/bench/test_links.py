@@ -133,7 +133,7 @@ def test_bench_serves_the_same_slices_once_per_codec_across_hosts(
     settings = result["settings"]
     assert settings["codecs"] == ["auto", "zstd1"] and settings["inline_bytes"] == 0
     assert settings["worker_hosts"] == [hosts.topology.address(h) for h in WORKERS]
-    assert settings["turns"][:4] == ["peer", "whole", "partitioned", "partitioned[zstd1]"]
+    assert settings["turns"][:5] == ["peer", "peer_best", "whole", "partitioned", "partitioned[zstd1]"]
     assert result["ratios"]["codec_p50"]["zstd1"] > 0
     for side in ("whole", "partitioned"):
         assert result[side]["mismatched_outputs"] == 0

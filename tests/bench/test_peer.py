@@ -55,19 +55,21 @@ def test_the_servings_take_turns(small_model, tmp_path) -> None:
         import aiohttp
 
         turns: list[str] = []
-        peer = Peer(model_file)
+        peers = {"peer": Peer(model_file), "peer_best": Peer(model_file, threads=2)}
         servings = [MoparServing(directories[label], "shm", label) for label in ("whole", "partitioned")]
         try:
             async with aiohttp.ClientSession() as session:
                 for serving in servings:
                     await serving.start(session, body, headers)
-                served = await _alternate(peer, servings, reference, 4, 1, 1, lambda *_: None, turns)
-                assert len(served.latencies_ms) == 4 and statistics.median(served.latencies_ms) > 0
+                served = await _alternate(peers, servings, reference, 4, 1, 1, lambda *_: None, turns)
+                for label in peers:
+                    assert len(served[label].latencies_ms) == 4 and statistics.median(served[label].latencies_ms) > 0
                 assert all(len(s.served.latencies_ms) == 4 and s.served.mismatches == 0 for s in servings)
         finally:
-            peer.close()
+            for peer in peers.values():
+                peer.close()
             for serving in servings:
                 await serving.server.stop()
         return turns
 
-    assert asyncio.run(drive()) == ["peer", "whole", "partitioned"] * 4
+    assert asyncio.run(drive()) == ["peer", "peer_best", "whole", "partitioned"] * 4

@@ -241,14 +241,19 @@ def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
     assert {"model", "machine", "settings", "peer", "whole", "partitioned", "ratios", "predicted", "limit"} <= set(
         result
     )
-    assert result["settings"]["turns"][:3] == ["peer", "whole", "partitioned"]
+    assert result["settings"]["turns"][:4] == ["peer", "peer_best", "whole", "partitioned"]
+    # The peer at its best for latency: every core; served with the threads it reports.
+    best = result["peer_best"]["threads"]
+    assert best == result["settings"]["peer_threads"]["peer_best"] == int(result["settings"]["max_cpu"])
+    assert result["settings"]["peer_options"]["peer_best"]["intra_op_num_threads"] == best
+    assert result["settings"]["peer_options"]["peer"]["intra_op_num_threads"] == 1
     for side in ("whole", "partitioned"):  # what the plan predicted, beside what was measured
         assert {"latency_ms", "cost_per_million_usd", "measured_latency_ms", "latency_error"} <= set(
             result["predicted"][side]
         )
-    assert set(result["ratios"]["vs_peer"]) == {"whole", "partitioned"}
+    assert set(result["ratios"]["vs_peer"]) == set(result["ratios"]["vs_peer_best"]) == {"whole", "partitioned"}
     assert {"saving", "share_reached", "measured_saving"} <= set(result["limit"])
-    for side in ("peer", "whole", "partitioned"):
+    for side in ("peer", "peer_best", "whole", "partitioned"):
         figures = result[side]
         assert {
             "p50_ms",
@@ -260,7 +265,7 @@ def test_bench_writes_the_documented_result(small_model, tmp_path) -> None:
             "cost_per_million_usd",
             "resource_efficiency",
         } <= set(figures)
-        assert set(figures["cost_per_million_usd"]) == {"lambda", "lambda-cpu-scaled", "knative"}
+        assert set(figures["cost_per_million_usd"]) == {"kubernetes"}  # the plan's own table
         assert figures.get("mismatched_outputs", 0) == 0
     for entry in result["partitioned"]["slices"]:
         assert {"rss_mb", "time_ms", "bytes_raw", "bytes_compressed"} <= set(entry)

@@ -39,9 +39,9 @@ def test_predicted_slice_memory_matches_measured_rss(name: str, slices: int, tmp
     positions = graph.cut_positions(4)
     cuts = sorted({min(positions, key=lambda p: abs(p - len(graph) * i / slices)) for i in range(1, slices)})
     bounds = list(zip([0, *cuts], [*cuts, len(graph)]))
-    coster = Coster(graph, memory, LinkModel.load(), pricing.LAMBDA, Constraints())
+    coster = Coster(graph, memory, LinkModel.load(), pricing.LAMBDA_FLAT, Constraints())
     options = [coster.option(next(sweep(graph, a, [b]))) for a, b in bounds]
-    result = Plan(graph, Constraints(), pricing.LAMBDA, LinkModel.load(), memory, options, options[0], 0.0)
+    result = Plan(graph, Constraints(), pricing.LAMBDA_FLAT, LinkModel.load(), memory, options, options[0], 0.0)
     assert len(result.slices) == slices
     manifest = slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), tmp_path / "s")
     for option, entry in zip(result.slices, manifest.slices):
@@ -64,9 +64,9 @@ def test_pre_packed_or_not_a_slice_holds_what_the_model_says(prepack: bool, tmp_
     memory = calibrated(profile.totals["runtime_baseline_bytes"], peak, whole)
     positions = graph.cut_positions(4)
     cut = min(positions, key=lambda p: abs(p - len(graph) / 2))
-    coster = Coster(graph, memory, LinkModel.load(), pricing.LAMBDA, Constraints())
+    coster = Coster(graph, memory, LinkModel.load(), pricing.LAMBDA_FLAT, Constraints())
     options = [coster.option(next(sweep(graph, a, [b])), prepack=prepack) for a, b in ((0, cut), (cut, len(graph)))]
-    result = Plan(graph, Constraints(), pricing.LAMBDA, LinkModel.load(), memory, options, options[0], 0.0)  # type: ignore[arg-type]
+    result = Plan(graph, Constraints(), pricing.LAMBDA_FLAT, LinkModel.load(), memory, options, options[0], 0.0)  # type: ignore[arg-type]
     manifest = slice_model(model, planfile.to_json(result, profile.model, profile.tensor_specs, {}), tmp_path / "s")
     for option, entry in zip(result.slices, manifest.slices):
         assert option is not None and entry.prepack is prepack

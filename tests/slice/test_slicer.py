@@ -61,9 +61,9 @@ def test_zoo_model_plans_slices_and_verifies(name: str, objective: str, split: b
     graph = graphs.from_model(model.proto, profile)
     slo = None
     if objective == "slo":  # between the fastest plan and the whole model
-        fastest = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency", split=split))
+        fastest = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective="latency", split=split))
         slo = (fastest.latency_ms + fastest.figures([fastest.whole])["latency_ms"]) / 2 + 0.01
-    result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective=objective, slo_ms=slo, split=split))
+    result = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective=objective, slo_ms=slo, split=split))
     manifest = _slice_and_verify(model, profile, result, tmp_path / "slices")
     assert len(manifest.stages()) == len(result.slices)
     if not split:
@@ -80,7 +80,7 @@ def test_every_kind_of_split_is_exact(name: str, profiled, tmp_path) -> None:
     groups = [g for g in graph.split_groups(0.0) if g.start in positions and g.end in positions and g.channels >= 2]
     assert groups, f"{name} has no splittable operator at a valid cut"
     picked = {id(g): g for g in (groups[0], groups[len(groups) // 2], groups[-1])}.values()
-    coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA, Constraints())
+    coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints())
     for index, group in enumerate(sorted(picked, key=lambda g: g.start)):
         bounds = [(0, group.start), (group.start, group.end), (group.end, len(graph))]
         options = []
@@ -92,7 +92,7 @@ def test_every_kind_of_split_is_exact(name: str, profiled, tmp_path) -> None:
             option = coster.option(stats, parts, group if parts > 1 else None)
             assert option is not None
             options.append(option)
-        result = Plan(graph, Constraints(), pricing.LAMBDA, LINK, MEMORY, options, options[0], 0.0)
+        result = Plan(graph, Constraints(), pricing.LAMBDA_FLAT, LINK, MEMORY, options, options[0], 0.0)
         manifest = _slice_and_verify(model, profile, result, tmp_path / f"split{index}")
         assert sum(entry.group is not None for entry in manifest.slices) == min(3, group.channels)
 
@@ -124,13 +124,13 @@ def test_pad_and_maxpool_stay_together_and_results_stay_exact(tmp_path) -> None:
     graph = graphs.from_model(model.proto, profile)
     assert 4 not in graph.cut_positions(8)  # between pad (3) and pool (4)
     for objective in ("cost", "latency"):
-        result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective=objective, max_slices=6))
+        result = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective=objective, max_slices=6))
         _slice_and_verify(model, profile, result, tmp_path / objective)
     # The hazard is real: cut between them by hand, and at full optimisation the slices
     # compute zero padding while the whole model computes -inf padding.
-    coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA, Constraints())
+    coster = Coster(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints())
     options = [coster.option(next(sweep(graph, a, [b]))) for a, b in ((0, 4), (4, 6))]
-    forced = Plan(graph, Constraints(), pricing.LAMBDA, LINK, MEMORY, options, options[0], 0.0)  # type: ignore[arg-type]
+    forced = Plan(graph, Constraints(), pricing.LAMBDA_FLAT, LINK, MEMORY, options, options[0], 0.0)  # type: ignore[arg-type]
     slice_model(model, planfile.to_json(forced, profile.model, profile.tensor_specs, {}), tmp_path / "forced")
     assert not verify(tmp_path / "forced", model, trials=1, optimization="all").ok
     assert verify(tmp_path / "forced", model, trials=1, optimization="disable").ok
@@ -203,7 +203,7 @@ def test_generated_dags_slice_exactly(seed: int, n: int, objective: str, tmp_pat
 def test_a_plan_for_another_model_is_refused(profiled, small_model, tmp_path) -> None:
     model, profile = profiled("mobilenetv2")
     graph = graphs.from_model(model.proto, profile)
-    data = planfile.to_json(plan(graph, MEMORY, LINK, pricing.LAMBDA), profile.model, profile.tensor_specs, {})
+    data = planfile.to_json(plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT), profile.model, profile.tensor_specs, {})
     other = load_model(small_model("resnet50"))
     with pytest.raises(UsageError, match="was made for model mobilenetv2"):
         slice_model(other, data, tmp_path / "x")
@@ -224,15 +224,15 @@ def test_vgg16_isolates_the_classifier_and_splits_its_big_gemm(tmp_path) -> None
     profile = profile_model(model, runs=2, warmup=1, measure_memory=False, measure_compression=False)
     graph = graphs.from_model(model.proto, profile)
     fc_start = next(i for i, node in enumerate(graph.nodes) if node.name == "classifier.fc1/Gemm")
-    cheapest = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="cost"))
+    cheapest = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective="cost"))
     assert len(cheapest.slices) >= 2
     assert any(o.stats.end == fc_start or o.stats.end == fc_start - 1 for o in cheapest.slices[:-1])
     assert cheapest.cost_usd < cheapest.whole.cost_usd
     whole_latency = cheapest.figures([cheapest.whole])["latency_ms"]
-    unsplit = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency", split=False))
+    unsplit = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective="latency", split=False))
     assert unsplit.latency_ms <= whole_latency
     slo = 0.97 * unsplit.latency_ms  # only sub-slices reach it
-    fast = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="slo", slo_ms=slo))
+    fast = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective="slo", slo_ms=slo))
     split = [o for o in fast.slices if o.parts > 1]
     assert any(o.group is not None and o.group.operator == "classifier.fc1/Gemm" for o in split)
     assert fast.latency_ms <= slo
@@ -248,7 +248,7 @@ def test_external_data_models_and_slices(small_model, tmp_path) -> None:
     assert model.weight_bytes > 1_000_000
     profile = profile_model(model, runs=1, measure_memory=False, measure_compression=False)
     graph = graphs.from_model(model.proto, profile)
-    result = plan(graph, MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency"))
+    result = plan(graph, MEMORY, LINK, pricing.LAMBDA_FLAT, Constraints(objective="latency"))
     data = planfile.to_json(result, profile.model, profile.tensor_specs, {})
     manifest = slice_model(model, data, tmp_path / "slices", external_data_above=0)
     assert all(entry.data_file for entry in manifest.slices)
