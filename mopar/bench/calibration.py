@@ -118,13 +118,17 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def measure_invoke(transport: str, slices: int = 6, requests: int = 40, host: Host | None = None) -> float:
-    """Milliseconds each extra slice adds to a request, all overheads in: the gateway's call,
-    the worker's HTTP handling, its store round trips for a tiny tensor, its thread hop.
+def measure_invoke(
+    transport: str, slices: int = 6, requests: int = 40, host: Host | None = None
+) -> tuple[float, float]:
+    """(invoke, request) milliseconds: what each extra slice adds to a request, all overheads
+    in (the gateway's call, the worker's HTTP handling, its store round trips for a tiny
+    tensor, its thread hop), and what a request of one slice costs beyond that slice's call
+    (the client's round trip to the gateway, its parsing and answering).
 
     Measured the way it happens: a chain of `slices` tiny ReLUs served whole and served as
     `slices` slices by real workers (on `host`, across its link, when given) behind the real
-    gateway here; the difference per extra slice.
+    gateway here; the difference per extra slice, and what remains of the whole one.
     """
     with tempfile.TemporaryDirectory(prefix="mopar-calibrate-") as tmp:
         directory = Path(tmp)
@@ -135,7 +139,8 @@ def measure_invoke(transport: str, slices: int = 6, requests: int = 40, host: Ho
             asyncio.run(_median_request_ms(directory / f"chain-{count}", transport, requests, host))
             for count in (1, slices)
         )
-    return max((many - one) / (slices - 1), 0.0)
+    invoke = max((many - one) / (slices - 1), 0.0)
+    return invoke, max(one - invoke, 0.0)
 
 
 def _relu_chain(path: Path, length: int) -> ModelFile:
@@ -301,11 +306,12 @@ def calibrate(transport: str, host: Host | None = None, repeat: int = 15, source
     loops.install()  # measured on the loop the workers and the gateway run
     hop_ms, bytes_per_ms = measure_store(transport, repeat)
     # The chain's tiny tensors travel inside the calls: the difference per slice is the call itself.
-    invoke_ms = measure_invoke(transport, host=host)
+    invoke_ms, request_ms = measure_invoke(transport, host=host)
     return LinkModel(
         hop_ms=round(hop_ms, 4),
         bytes_per_ms=round(bytes_per_ms),
         invoke_ms=round(invoke_ms, 4),
+        request_ms=round(request_ms, 4),
         codecs=measure_codecs(),
         parallel_efficiency=measure_parallel_efficiency(),
         inline_bytes=calls.DEFAULT_INLINE_LIMIT,

@@ -45,7 +45,7 @@ def priced_with(plan: Plan, codec: str) -> Plan:
     options = [coster.option(o.stats, o.parts, o.group, o.prepack, o.allocation) for o in plan.slices]
     if any(o is None for o in options):  # memory does not depend on the codec: a bug if it happens
         raise ValueError(f"the plan's slices no longer fit their memory bounds with codec {codec}")
-    gateway_ms = coster.io_ms(tuple(plan.graph.outputs), tuple(plan.graph.inputs))
+    gateway_ms = coster.gateway_ms()
     return replace(plan, link=coster.link, slices=[o for o in options if o is not None], gateway_ms=gateway_ms)
 
 

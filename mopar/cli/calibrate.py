@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     model.save(args.output)
     out.print(
         f"store round trip {model.hop_ms:.3f} ms, {model.bytes_per_ms / 1e6:.3f} GB/s "
-        f"({model.bytes_per_ms * 8e3 / 1e6:,.0f} Mbit/s); per-slice overhead {model.invoke_ms:.3f} ms; "
+        f"({model.bytes_per_ms * 8e3 / 1e6:,.0f} Mbit/s); per-slice overhead {model.invoke_ms:.3f} ms, "
+        f"per request {model.request_ms:.3f} ms; "
         f"tensors up to {model.inline_bytes // 1024} KiB inside the calls at {model.call_bytes_per_ms / 1e6:.3f} GB/s; "
         f"parallel efficiency of two sub-slices {model.parallel_efficiency:.2f}"
     )

@@ -31,10 +31,15 @@ from mopar.slice.slicer import slice_model
 from mopar.slice.verify import verify
 
 
-def _plan_defaults(model: Path) -> argparse.Namespace:
+def _plan_options(model: Path, *options: str) -> argparse.Namespace:
     from mopar.cli.main import build_parser
 
-    return build_parser().parse_args(["plan", str(model), "--cores", str(os.cpu_count() or 1)])
+    return build_parser().parse_args(["plan", str(model), "--cores", str(os.cpu_count() or 1), *options])
+
+
+# The demo's SLO: this much above the model served whole on every core, as predicted. The
+# plan meets it at the least CPU and memory: what is gained on a cluster without losing speed.
+SLO_OVER_FASTEST_WHOLE = 1.1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +60,16 @@ def run(args: argparse.Namespace) -> int:
     out.print(profile_table(profile, top=10))
     out.print(profile_summary(profile))
 
-    err.print("[bold]3/6 plan[/] objective cost, AWS Lambda pricing")
-    plan = make_plan(model, profile, _plan_defaults(model_path), whole_cpus=True)
+    fastest = make_plan(
+        model, profile, _plan_options(model_path, "--objective", "latency", "--slices", "1"), whole_cpus=True
+    )
+    slo = round(SLO_OVER_FASTEST_WHOLE * fastest.latency_ms, 1)
+    err.print(
+        f"[bold]3/6 plan[/] objective slo: {slo:g} ms ({SLO_OVER_FASTEST_WHOLE:g}x the model served whole on "
+        f"{fastest.slices[0].vcpus:g} vCPUs, predicted), Kubernetes pricing"
+    )
+    options = _plan_options(model_path, "--objective", "slo", "--slo-ms", str(slo))
+    plan = make_plan(model, profile, options, whole_cpus=True)
     data = to_json(plan, profile.model, profile.tensor_specs, profile.settings.get("input_shapes", {}), profile.batch)
     (directory / "plan.json").write_text(json.dumps(data, indent=1) + "\n")
     out.print(plan_table(data))

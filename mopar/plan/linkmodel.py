@@ -60,6 +60,9 @@ class LinkModel:
     call_bytes_per_ms: float = 1.0
     source: str = ""  # how the numbers were obtained
     codec: str = "auto"  # auto: the fastest setting per tensor; else this one for every tensor
+    # What a request costs at the gateway beyond its slices' calls and its tensors' moves: the
+    # client's HTTP round trip, parsing the request and encoding the answer.
+    request_ms: float = 0.0
 
     def part_ms(self, compute_ms: float, parts: int) -> float:
         """Compute time of one of `parts` parallel sub-slices of a `compute_ms` slice."""
@@ -109,6 +112,7 @@ class LinkModel:
             "hop_ms": self.hop_ms,
             "bytes_per_ms": self.bytes_per_ms,
             "invoke_ms": self.invoke_ms,
+            "request_ms": self.request_ms,
             "threshold_bytes": self.threshold_bytes,
             "parallel_efficiency": self.parallel_efficiency,
             "inline_bytes": self.inline_bytes,
@@ -127,6 +131,7 @@ class LinkModel:
             hop_ms=float(data["hop_ms"]),
             bytes_per_ms=float(data["bytes_per_ms"]),
             invoke_ms=float(data["invoke_ms"]),
+            request_ms=float(data.get("request_ms", 0.0)),
             codecs={
                 name: CodecSpeed(float(s["encode_bytes_per_ms"]), float(s["decode_bytes_per_ms"]))
                 for name, s in data.get("codecs", {}).items()

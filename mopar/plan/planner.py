@@ -117,7 +117,7 @@ class Plan:
     memory: MemoryModel
     slices: list[Option]
     whole: Option
-    gateway_ms: float  # writing the request's inputs and reading its outputs
+    gateway_ms: float  # the gateway's handling, writing the request's inputs and reading its outputs
 
     @property
     def latency_ms(self) -> float:
@@ -160,6 +160,11 @@ class Coster:
             size = self.graph.tensor_bytes.get(tensor, 0) // parts
             self._transfers[key] = self.link.transfer(size, self.graph.ratios.get(tensor))
         return self._transfers[key]
+
+    def gateway_ms(self) -> float:
+        """What a request spends at the gateway: its own handling, writing the request's inputs
+        and reading the outputs."""
+        return self.link.request_ms + self.io_ms(tuple(self.graph.outputs), tuple(self.graph.inputs))
 
     def io_ms(self, reads: tuple[str, ...], writes: tuple[str, ...], parts: int = 1) -> float:
         """Store time of a function reading `reads` whole and writing 1/parts of each of `writes`."""
@@ -302,7 +307,7 @@ def plan(
     n = len(graph)
     whole_stats = next(sweep(graph, 0, [n]))
     # The model served as one function, the best way it can be (pre-packed or not).
-    gateway_ms = coster.io_ms(tuple(graph.outputs), tuple(graph.inputs))
+    gateway_ms = coster.gateway_ms()
     whole = best_whole(coster.options(whole_stats, None), constraints, gateway_ms) or _unbounded(coster, whole_stats)
     if constraints.objective == "slo":
         chosen = _pareto_dp(table, len(positions), constraints, gateway_ms)

@@ -91,3 +91,20 @@ def test_the_plan_prices_its_cuts_with_the_link(small_model) -> None:  # type: i
         option = Coster(graph, MemoryModel(MB), link, free, constraints).option(head)
         assert option is not None and set(option.writes) == set(head.outputs)
         assert all((w.setting.name != "none") == compressed for w in option.writes.values()), link
+
+
+def test_a_request_pays_the_gateways_own_handling_once() -> None:
+    from dataclasses import replace
+
+    from mopar.plan.graph import Graph, Node
+
+    nodes = [Node(f"n{i}", "Relu", (f"t{i}",), (f"t{i + 1}",), latency_ms=10.0) for i in range(4)]
+    graph = Graph("chain", nodes, {f"t{i}": 1000 for i in range(5)}, {}, ["t0"], ["t4"])
+    link = LinkModel(hop_ms=0.1, bytes_per_ms=1_000_000, invoke_ms=0.5)
+    handled = replace(link, request_ms=4.0)
+    for constraints in (Constraints(objective="latency", slices=2), Constraints(objective="cost")):
+        base = plan(graph, MemoryModel(MB), link, pricing.KUBERNETES, constraints)
+        with_handling = plan(graph, MemoryModel(MB), handled, pricing.KUBERNETES, constraints)
+        assert with_handling.latency_ms == pytest.approx(base.latency_ms + 4.0)
+        assert [o.stats.end for o in with_handling.slices] == [o.stats.end for o in base.slices]
+    assert LinkModel.from_json(handled.to_json()).request_ms == 4.0
