@@ -5,6 +5,10 @@ A `ModelFile` is an ONNX model with static input shapes (symbolic dimensions fix
 and the specs of its inputs and outputs. A symbolic leading dimension of an input is the
 batch (as in Triton's `max_batch_size` models): it defaults to 1 for profiling, every batch
 input gets the same, and `batch_inputs` names them so the slices keep it symbolic.
+Every stage finds nodes by name (profile timings, plan cuts, slice members), and ONNX
+allows empty ones: unnamed nodes get a generated name unique in the graph,
+`{op_type}_{index}`, on the proto every stage reads, so all of them agree. Two nodes that
+share a name are refused, as onnxruntime refuses them.
 Refused with one line, before anything runs: weights kept outside the model's folder,
 operators of domains onnxruntime does not implement (custom-op libraries are not loaded),
 and tensors the data plane cannot carry (STRING, which V2 calls BYTES, and element types
@@ -94,6 +98,7 @@ def load_model(
         except (onnx.checker.ValidationError, OSError, ValueError) as error:
             raise ModelError(f"{path}: cannot read its external weights: {_first_line(error)}") from None
     _check_operators(proto, path)
+    _name_nodes(proto.graph, path)
     if check:
         try:
             # Checking by path also works past protobuf's 2 GB limit.
@@ -152,6 +157,26 @@ def _check_operators(proto: onnx.ModelProto, path: Path) -> None:
                 f"{path}: node {node.name or node.op_type!r} is operator {node.op_type} of domain {node.domain!r}, "
                 "which onnxruntime does not implement (custom operator libraries are not supported)"
             )
+
+
+def _name_nodes(graph: onnx.GraphProto, path: Path) -> None:
+    """Name the unnamed nodes of `graph` `{op_type}_{index}` (then `_2`, `_3`... past a taken
+    name); refuse two nodes sharing a name."""
+    taken: set[str] = set()
+    for node in graph.node:
+        if node.name in taken:
+            raise ModelError(f"{path}: two nodes are named {node.name!r}; node names must be unique")
+        if node.name:
+            taken.add(node.name)
+    for index, node in enumerate(graph.node):
+        if node.name:
+            continue
+        name, suffix = f"{node.op_type}_{index}", 1
+        while name in taken:
+            suffix += 1
+            name = f"{node.op_type}_{index}_{suffix}"
+        node.name = name
+        taken.add(name)
 
 
 def _tensor_spec(value: onnx.ValueInfoProto, what: str, path: Path) -> TensorSpec:

@@ -62,8 +62,11 @@ def node_latencies(
     }
 
     def chain_head(node: str) -> str:
-        while node in parents and parents[node] not in with_kernel:
+        # A graph is acyclic, but names need not be unique here: stop where the walk comes back.
+        seen = {node}
+        while node in parents and parents[node] not in with_kernel and parents[node] not in seen:
             node = parents[node]
+            seen.add(node)
         return node
 
     per_run: list[dict[str, float]] = []
