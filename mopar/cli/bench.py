@@ -27,9 +27,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     link = load_link(args.link)
-    if args.inline_kb is not None:
-        if args.inline_kb < 0:
-            raise UsageError(f"--inline-kb must be 0 or more, got {args.inline_kb}")
+    if args.inline_kb is not None:  # checked by mopar.cli.checks
         link = replace(link, inline_bytes=args.inline_kb * 1024)  # the plan prices where tensors go
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)

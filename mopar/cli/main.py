@@ -292,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, _, function_name = args.run.partition(":")
     # Imported late: a subcommand loads only what it needs.
     try:
+        from mopar.cli.checks import check
+
+        check(args)  # every argument, before any loading or profiling
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)
     except (MoparError, RuntimeFailure) as error:

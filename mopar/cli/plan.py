@@ -9,18 +9,19 @@ from typing import Any
 
 from rich.table import Table
 
+from mopar.cli.checks import plan_constraints
 from mopar.cli.console import err, out, progress
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile, load_model, parse_input_shape
 from mopar.plan import planfile
 from mopar.plan.linkmodel import LinkModel
-from mopar.plan.planner import Constraints, Plan
+from mopar.plan.planner import Plan
 from mopar.plan.planning import plan_model
 from mopar.profile.profiler import Profile, profile_model
 
 
 def run(args: argparse.Namespace) -> int:
-    link = load_link(args.link)  # a wrong --link fails before any profiling
+    link = load_link(args.link)
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
     result = make_plan(model, profile, args, link)
@@ -62,21 +63,7 @@ def load_or_make_profile(model: ModelFile, path: str | None, threads: int, optim
 
 def make_plan(model: ModelFile, profile: Profile, args: argparse.Namespace, link: LinkModel | None = None) -> Plan:
     """The plan the options in `args` ask for; `link` instead of the one `--link` names."""
-    constraints = Constraints(
-        objective=args.objective,
-        slo_ms=args.slo_ms,
-        max_slices=args.max_slices,
-        min_slice_memory_mb=args.min_slice_memory,
-        max_slice_memory_mb=args.max_slice_memory,
-        split=not args.no_split,
-        max_split=args.max_split,
-        dominance=args.dominance,
-        max_cut_tensors=args.max_cut_tensors,
-        slices=args.slices,
-        cores=args.cores,
-        max_batch=args.max_batch,
-    )
-    return plan_model(model, profile, constraints, args.pricing, link or load_link(args.link))
+    return plan_model(model, profile, plan_constraints(args), args.pricing, link or load_link(args.link))
 
 
 def load_link(path: str | None) -> LinkModel:

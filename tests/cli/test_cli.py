@@ -386,3 +386,27 @@ def test_a_model_no_partition_beats_is_said_to_stay_whole(small_model) -> None:
     assert done.returncode == 0, done.stderr
     assert "no partition of mobilenetv2 is faster than the model served whole on 1 core" in done.stderr
     assert "it stays whole" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["plan", "{model}", "--pricing", "nosuch"], "--pricing: 'nosuch'"),
+        (["plan", "{model}", "--objective", "slo"], "--slo-ms"),
+        (["plan", "{model}", "--slices", "3", "--max-slices", "2", "-o", "{tmp}/no/plan.json"], "no directory"),
+        (["bench", "{model}", "--pricing", "nosuch"], "--pricing: 'nosuch'"),
+        (["bench", "{model}", "--inline-kb", "-1"], "--inline-kb must be 0 or more"),
+        (["profile", "{model}", "-o", "{tmp}/no/profile.json"], "no directory"),
+        (["profile", "{model}", "--input-shape", "x=1xfour"], "--input-shape wants"),
+        (["slice", "{model}", "--plan", "{tmp}/missing.json", "-o", "{tmp}/s"], "missing.json: no such file"),
+        (["plan", "{model}", "--profile", "{tmp}/missing.json"], "missing.json: no such file"),
+        (["demo", "--model", "alexnet", "--out", "{tmp}/demo"], "alexnet"),
+    ],
+)
+def test_every_argument_is_checked_before_the_model_is_even_read(args: list[str], fragment: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The model is not ONNX at all: an error about the argument proves nothing was loaded or profiled.
+    model = tmp_path / "not-a-model.onnx"
+    model.write_bytes(b"\x00" * 64)
+    done = run_cli(*(a.format(model=model, tmp=tmp_path) for a in args))
+    _assert_one_line_error(done, fragment)
+    assert not (tmp_path / "demo").exists()
