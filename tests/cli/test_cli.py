@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -10,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mopar.cli.main import build_parser, main
-from tests.support import run_cli
+from tests.support import ROOT, run_cli
 
 
 def _subcommand_paths() -> list[list[str]]:
@@ -410,3 +413,11 @@ def test_every_argument_is_checked_before_the_model_is_even_read(args: list[str]
     done = run_cli(*(a.format(model=model, tmp=tmp_path) for a in args))
     _assert_one_line_error(done, fragment)
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_operator_without_any_kubernetes_api_is_one_line(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MOPAR_KUBE"))}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config
+    done = subprocess.run([sys.executable, "-m", "mopar", "operator", "--health-port", "0"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=env, check=False)  # fmt: skip
+    _assert_one_line_error(done, "no Kubernetes API to watch", "kubeconfig")
