@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization)
     plan = make_plan(model, profile, args, link)
     whole = whole_plan(plan)
-    with progress(f"benchmarking {model.name}") as report:
+    # Without --work-dir the servings' copies of the model and slices go when the run ends.
+    with progress(f"benchmarking {model.name}") as report, tempfile.TemporaryDirectory(prefix="mopar-bench-") as tmp:
         result = bench(
             model,
             profile,
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             args.concurrency,
             args.transport,
             args.warmup,
-            Path(args.work_dir) if args.work_dir else None,
+            Path(args.work_dir or tmp),
             report,
             codecs=codecs,
             hosts=hosts,

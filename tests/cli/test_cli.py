@@ -421,3 +421,13 @@ def test_the_operator_without_any_kubernetes_api_is_one_line(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "mopar", "operator", "--health-port", "0"], capture_output=True,
                           text=True, timeout=60, cwd=ROOT, env=env, check=False)  # fmt: skip
     _assert_one_line_error(done, "no Kubernetes API to watch", "kubeconfig")
+
+
+def test_the_demo_keeps_what_it_lists_and_lists_what_it_keeps(tmp_path) -> None:
+    out = tmp_path / "demo"
+    done = run_cli("demo", "--model", "mobilenetv2", "--scale", "0.25", "--runs", "2", "--requests", "2",
+                   "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("files: ")[-1].split("(", 1)[1].split(")", 1)[0]
+    names = sorted(name.strip().rstrip("/") for name in listed.split(","))  # the console may wrap the line
+    assert names == sorted(path.name for path in out.iterdir())
