@@ -67,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
     slice_model(model, data, directory / "slices")
 
     err.print("[bold]5/6 verify[/] partitioned vs whole on seeded inputs")
-    report_ = verify(directory / "slices", model, trials=3)
+    report_ = verify(directory / "slices", model, trials=3, rtol=args.rtol, atol=args.atol)
     for difference in report_.differences:
         out.print(
-            f"  output {difference.output}: max |diff| {difference.max_abs:.3g}, "
-            f"{'within' if difference.within else 'BEYOND'} tolerance"
+            f"  output {difference.output}: max |diff| {difference.max_abs:.3g} "
+            f"({difference.max_rel:.3g} of its largest |value|), "
+            f"{'within' if difference.within else 'BEYOND'} tolerance ({difference.allowed:.3g})"
         )
     if not report_.ok:
         raise VerificationError("partitioned outputs differ from the whole model's")

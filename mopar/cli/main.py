@@ -21,6 +21,7 @@ POSITIVE = number(float, above=0)
 SHARE = number(float, 0, 1)
 SCALE = number(float, above=0, maximum=1)
 AT_LEAST_0 = number(int, 0)
+AT_LEAST_0F = number(float, 0)
 
 # The keys of slice_runtime.sessions.OPTIMIZATION_LEVELS, named here so that parsing
 # the command line does not import onnxruntime.
@@ -108,6 +109,16 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
     _add_model_options(plan)
 
 
+def _add_tolerance_options(parser: argparse.ArgumentParser) -> None:
+    """How far partitioned outputs may be from the whole model's (mopar.slice.verify's rule)."""
+    parser.add_argument(
+        "--rtol",
+        type=AT_LEAST_0F,
+        help="allowed max |diff| of a float output, relative to its largest |value| (default 1e-4 for float32)",
+    )
+    parser.add_argument("--atol", type=AT_LEAST_0F, help="allowed max |diff| on top (default 1e-5 for float32)")
+
+
 def _add_worker_host_option(parser: argparse.ArgumentParser, text: str, repeatable: bool = False) -> None:
     parser.add_argument(
         "--worker-host",
@@ -183,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--optimization", choices=OPTIMIZATIONS, default="all", help="optimisation level of both runs (default all)"
     )
+    _add_tolerance_options(check)
     check.set_defaults(run="mopar.cli.verify:run")
 
     calibrate = commands.add_parser("calibrate", help="measure the link model: codecs, store, control calls")
@@ -267,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="fetch, profile, plan, slice and store a model (the prepare Job)")
     prepare.add_argument("--runs", type=COUNT, default=5, help="profiling runs (default 5)")
+    _add_tolerance_options(prepare)
     prepare.set_defaults(run="mopar.cli.prepare:run")
 
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
@@ -276,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", type=COUNT, default=10, help="profiling runs (default 10)")
     demo.add_argument("--requests", type=COUNT, default=20, help="requests sent to each serving (default 20)")
     demo.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
+    _add_tolerance_options(demo)
     demo.set_defaults(run="mopar.cli.demo:run")
     return parser
 
