@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("file", metavar="PM.yaml", help="a PartitionedModel manifest")
     render.add_argument("--plan", help="plan.json or manifest.json to render (default: plan the model here)")
     render.add_argument("--model", help="a local copy of the model to plan and cut (instead of fetching storageUri)")
+    render.add_argument(
+        "--fetch", action="store_true", help="download an http(s):// or s3:// storageUri (default: reach no network)"
+    )
     render.add_argument("--namespace", default="default", help="namespace where the manifest names none")
     render.add_argument("--uid", help="the PartitionedModel's uid: the objects name it as their owner")
     render.set_defaults(run="mopar.cli.render:run")
