@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 # Static checks first (seconds), then the suite: ruff, the layout's import contracts
 # (pyproject.toml [tool.importlinter]) and mypy with the project's config.
 test: lint system-deps
-	$(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -48,21 +48,31 @@ proto: $(VENV)/.installed
 		$(VENV)/predict_v2.binpb $(dir $(PROTO))predict_v2_descriptor.py
 
 # Programs the tests run for real: redis-server (transports, artifact store, ACL users),
-# openssl (certificates for the TLS transport test), prometheus and promtool (Debian's
-# prometheus package: the alert rules are checked by Prometheus' own tool, and a real
-# Prometheus scrapes real workers, gateways and the operator), ip and tc (iproute2: the
-# hosts in network namespaces and their rate-limited links), protoc (the gRPC descriptor
-# is compiled again and compared).
-system-deps:
+# openssl (certificates for the TLS transport test), ip and tc (iproute2: the hosts in
+# network namespaces and their rate-limited links), protoc (protobuf-compiler: the gRPC
+# descriptor is compiled again and compared), prometheus and promtool (the alert rules are
+# checked by Prometheus' own tool, and a real Prometheus scrapes real workers, gateways and
+# the operator). Packages come without their recommends; Prometheus is only its two
+# binaries, unpacked from Debian's package into $(BIN) (the package itself would pull in
+# node-exporter, smartmontools, JavaScript libraries and systemd units). The suite runs
+# with $(BIN) first on PATH, so it finds them there.
+APT_INSTALL := $(SUDO) apt-get install -y -qq --no-install-recommends
+system-deps: $(VENV)/.created
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
-	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	export PATH="$(abspath $(BIN)):$$PATH"; \
+	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || prometheus=yes; \
+	if [ -n "$$missing$$prometheus" ]; then $(SUDO) apt-get update -qq; fi; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; $(APT_INSTALL) $$missing; fi; \
+	if [ -n "$$prometheus" ]; then \
+		echo "unpacking prometheus and promtool into $(BIN)"; \
+		work=$$(mktemp -d) && (cd $$work && apt-get download -qq prometheus && \
+			dpkg-deb -x prometheus_*.deb root) && \
+		cp $$work/root/usr/bin/prometheus $$work/root/usr/bin/promtool $(BIN)/; \
+		status=$$?; rm -rf $$work; exit $$status; \
 	fi
 
 lint: $(VENV)/.installed-test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     link = load_link(args.link)
-    if args.inline_kb is not None:
-        if args.inline_kb < 0:
-            raise UsageError(f"--inline-kb must be 0 or more, got {args.inline_kb}")
+    if args.inline_kb is not None:  # checked by mopar.cli.checks
         link = replace(link, inline_bytes=args.inline_kb * 1024)  # the plan prices where tensors go
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization, args.max_threads)
@@ -37,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     # bench plans whole vCPUs, the sizes it can measure as planned.
     plan = make_plan(model, profile, args, link, whole_cpus=True)
     whole = whole_plan(plan)
-    with progress(f"benchmarking {model.name}") as report:
+    # Without --work-dir the servings' copies of the model and slices go when the run ends.
+    with progress(f"benchmarking {model.name}") as report, tempfile.TemporaryDirectory(prefix="mopar-bench-") as tmp:
         result = bench(
             model,
             profile,
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             args.concurrency,
             args.transport,
             args.warmup,
-            Path(args.work_dir) if args.work_dir else None,
+            Path(args.work_dir or tmp),
             report,
             codecs=codecs,
             hosts=hosts,

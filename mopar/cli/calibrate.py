@@ -14,8 +14,6 @@ def run(args: argparse.Namespace) -> int:
     from mopar.bench.topology import parse_host
     from slice_runtime.store import open_transport
 
-    if args.repeat < 1:
-        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
     try:
         host = parse_host(args.worker_host) if args.worker_host else None
         open_transport(args.transport, "calibrate", "link")  # the URL's form; nothing is contacted yet

@@ -1,8 +1,10 @@
 """`mopar demo`: the whole flow on a built-in model, ending in a report.
 
 build -> profile -> plan -> slice -> verify -> serve whole and partitioned -> requests ->
-report. Everything it writes stays in --out for inspection (profile.json and its plot,
-plan.json, the slice directory with its manifest, bench.json).
+report. What it keeps in --out, for inspection, is what its last line lists: the model, its
+profile.json and plot, plan.json, the slice directory with its manifest and bench.json. The
+servings' own copies of the model and slices (gigabytes for VGG-16) live in a temporary
+directory that goes when the demo ends.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -79,18 +82,19 @@ def run(args: argparse.Namespace) -> int:
     slice_model(model, data, directory / "slices")
 
     err.print("[bold]5/6 verify[/] partitioned vs whole on seeded inputs")
-    report_ = verify(directory / "slices", model, trials=3)
+    report_ = verify(directory / "slices", model, trials=3, rtol=args.rtol, atol=args.atol)
     for difference in report_.differences:
         out.print(
-            f"  output {difference.output}: max |diff| {difference.max_abs:.3g}, "
-            f"{'within' if difference.within else 'BEYOND'} tolerance"
+            f"  output {difference.output}: max |diff| {difference.max_abs:.3g} "
+            f"({difference.max_rel:.3g} of its largest |value|), "
+            f"{'within' if difference.within else 'BEYOND'} tolerance ({difference.allowed:.3g})"
         )
     if not report_.ok:
         raise VerificationError("partitioned outputs differ from the whole model's")
 
     err.print(f"[bold]6/6 serve and measure[/] the peer, whole and partitioned, {args.requests} requests each in turns")
     whole = whole_plan(plan)
-    with progress("serving") as report:
+    with progress("serving") as report, tempfile.TemporaryDirectory(prefix="mopar-demo-") as work:
         result = bench(
             model,
             profile,
@@ -98,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
             whole,
             requests=args.requests,
             transport=args.transport,
-            work_dir=directory / "bench",
+            work_dir=Path(work),
             progress=report,
         )
     save(result, directory / "bench.json")
     out.print(result_table(result))
     mismatched = result["whole"]["mismatched_outputs"] + result["partitioned"]["mismatched_outputs"]
     out.print(f"every response checked against onnxruntime on the whole model: {mismatched} mismatched")
-    out.print(f"files: {directory}/ (profile.json, {plot.name}, plan.json, slices/, bench.json)")
+    out.print(f"files: {directory}/ ({model_path.name}, profile.json, {plot.name}, plan.json, slices/, bench.json)")
     return 0 if mismatched == 0 else 1

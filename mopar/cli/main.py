@@ -23,6 +23,7 @@ POSITIVE = number(float, above=0)
 SHARE = number(float, 0, 1)
 SCALE = number(float, above=0, maximum=1)
 AT_LEAST_0 = number(int, 0)
+AT_LEAST_0F = number(float, 0)
 
 # The keys of slice_runtime.sessions.OPTIMIZATION_LEVELS, named here so that parsing
 # the command line does not import onnxruntime.
@@ -132,6 +133,16 @@ def _add_plan_options(plan: argparse.ArgumentParser, local: bool = False) -> Non
     _add_model_options(plan)
 
 
+def _add_tolerance_options(parser: argparse.ArgumentParser) -> None:
+    """How far partitioned outputs may be from the whole model's (mopar.slice.verify's rule)."""
+    parser.add_argument(
+        "--rtol",
+        type=AT_LEAST_0F,
+        help="allowed max |diff| of a float output, relative to its largest |value| (default 1e-4 for float32)",
+    )
+    parser.add_argument("--atol", type=AT_LEAST_0F, help="allowed max |diff| on top (default 1e-5 for float32)")
+
+
 def _add_worker_host_option(parser: argparse.ArgumentParser, text: str, repeatable: bool = False) -> None:
     parser.add_argument(
         "--worker-host",
@@ -208,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--optimization", choices=OPTIMIZATIONS, default="all", help="optimisation level of both runs (default all)"
     )
+    _add_tolerance_options(check)
     check.set_defaults(run="mopar.cli.verify:run")
 
     calibrate = commands.add_parser("calibrate", help="measure the link model: codecs, store, control calls")
@@ -278,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("file", metavar="PM.yaml", help="a PartitionedModel manifest")
     render.add_argument("--plan", help="plan.json or manifest.json to render (default: plan the model here)")
     render.add_argument("--model", help="a local copy of the model to plan and cut (instead of fetching storageUri)")
+    render.add_argument(
+        "--fetch", action="store_true", help="download an http(s):// or s3:// storageUri (default: reach no network)"
+    )
     render.add_argument("--namespace", default="default", help="namespace where the manifest names none")
     render.add_argument("--uid", help="the PartitionedModel's uid: the objects name it as their owner")
     render.set_defaults(run="mopar.cli.render:run")
@@ -292,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="fetch, profile, plan, slice and store a model (the prepare Job)")
     prepare.add_argument("--runs", type=COUNT, default=5, help="profiling runs (default 5)")
+    _add_tolerance_options(prepare)
     prepare.set_defaults(run="mopar.cli.prepare:run")
 
     demo = commands.add_parser("demo", help="the whole flow on a built-in model, ending in a report")
@@ -302,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_threads_option(demo)
     demo.add_argument("--requests", type=COUNT, default=20, help="requests sent to each serving (default 20)")
     demo.add_argument("--transport", default="shm", help="shm (default) or a redis:// URL")
+    _add_tolerance_options(demo)
     demo.set_defaults(run="mopar.cli.demo:run")
     return parser
 
@@ -318,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, _, function_name = args.run.partition(":")
     # Imported late: a subcommand loads only what it needs.
     try:
+        from mopar.cli.checks import check
+
+        check(args)  # every argument, before any loading or profiling
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)
     except (MoparError, RuntimeFailure) as error:

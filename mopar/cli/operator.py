@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from mopar.errors import UsageError
+
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    api_credentials()
     import kopf
 
     from mopar.operator import handlers  # noqa: F401  (registers the handlers)
@@ -26,3 +29,20 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def api_credentials() -> None:
+    """Find the API server and credentials before Kopf starts: without any, Kopf logs a traceback
+    and retries its login every minute forever."""
+    from kubernetes.config import ConfigException
+
+    from mopar.operator.kube import KubeClient
+
+    try:
+        KubeClient.from_environment()  # builds no connection: nothing is contacted yet
+    except (ConfigException, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            "no Kubernetes API to watch: MOPAR_KUBE_SERVER is not set, no service account is mounted "
+            f"(not in a pod) and no kubeconfig is usable ($KUBECONFIG or ~/.kube/config: {reason})"
+        ) from None

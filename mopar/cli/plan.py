@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from mopar.cli.checks import plan_constraints
 from mopar.cli.console import err, out, progress
 from mopar.cli.profile import max_threads as cap_threads
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile, load_model, parse_input_shape
 from mopar.plan import planfile
 from mopar.plan.linkmodel import LinkModel
-from mopar.plan.planner import Constraints, Plan
+from mopar.plan.planner import Plan
 from mopar.plan.planning import plan_model
 from mopar.profile.profiler import Profile, profile_model
 
 
 def run(args: argparse.Namespace) -> int:
-    link = load_link(args.link)  # a wrong --link fails before any profiling
+    link = load_link(args.link)
     model = load_model(args.model, dict(parse_input_shape(t) for t in args.input_shape))
     profile = load_or_make_profile(model, args.profile, args.threads, args.optimization, args.max_threads)
     result = make_plan(model, profile, args, link)
@@ -75,23 +77,7 @@ def make_plan(
 ) -> Plan:
     """The plan the options in `args` ask for; `link` instead of the one `--link` names;
     `whole_cpus` for a run on this machine's cores (`Constraints.whole_cpus`)."""
-    constraints = Constraints(
-        objective=args.objective,
-        slo_ms=args.slo_ms,
-        max_slices=args.max_slices,
-        min_slice_memory_mb=args.min_slice_memory,
-        max_slice_memory_mb=args.max_slice_memory,
-        split=not args.no_split,
-        max_split=args.max_split,
-        dominance=args.dominance,
-        max_cut_tensors=args.max_cut_tensors,
-        slices=args.slices,
-        cores=args.cores,
-        max_batch=args.max_batch,
-        min_cpu=args.min_cpu,
-        max_cpu=args.max_cpu,
-        whole_cpus=whole_cpus,
-    )
+    constraints = replace(plan_constraints(args), whole_cpus=whole_cpus)
     return plan_model(model, profile, constraints, args.pricing, link or load_link(args.link))
 
 

@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_plan_matches(spec: ModelSpec, plan: Mapping[str, Any], where: str) -> None:
+    """A plan (or a manifest's) made under other settings than the spec's would deploy a model
+    the spec does not describe: refuse it, naming the first field that differs."""
+    made = plan.get("constraints") or {}
+    fields = [
+        ("spec.objective", spec.objective, plan.get("objective")),
+        ("spec.sloMs", spec.slo_ms, made.get("slo_ms")),
+        ("spec.maxSlices", spec.max_slices, made.get("max_slices")),
+        ("spec.split", spec.split, made.get("split")),
+        ("spec.maxSplit", spec.max_split, made.get("max_split")),
+        ("spec.pricing", spec.pricing, (plan.get("pricing") or {}).get("name")),
+        ("spec.memory.minMiB", spec.min_memory_mib, made.get("min_slice_memory_mb")),
+        ("spec.memory.maxMiB", spec.max_memory_mib, made.get("max_slice_memory_mb")),
+        ("spec.maxBatchSize", spec.max_batch_size, made.get("max_batch")),
+    ]
+    for field, wanted, planned in fields:
+        if wanted != planned and not (isinstance(wanted, int | float) and isinstance(planned, int | float)
+                                      and float(wanted) == float(planned)):  # fmt: skip
+            raise UsageError(f"{where} was planned with {field.rsplit('.', 1)[1]} {planned!r}, "
+                             f"but {field} is {wanted!r}: plan again for this spec")  # fmt: skip
+
+
 def build_secret_reference(owner: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
     """The Secret the pods read their Redis URL from, without data: what to put in it."""
     reference = secret_reference(owner, spec)
@@ -111,12 +134,17 @@ def _prepared(spec: ModelSpec, args: argparse.Namespace) -> tuple[list[deployed.
             raise UsageError(f"{args.plan}: not JSON ({error})") from None
         if isinstance(data, dict) and data.get("format") == manifests.FORMAT:
             manifest = manifests.parse(data, where=args.plan)
+            check_plan_matches(spec, manifest.plan, args.plan)
             return deployed.units_from_manifest(manifest), manifest.dumps(compact=True)
         plan = planfile.load(args.plan)
-    if args.model is None and spec.scheme not in ("zoo", "http", "https"):
-        what = "the plan ConfigMap's manifest is cut from the model" if plan else "the model is planned here"
+        check_plan_matches(spec, plan, args.plan)
+    what = "the plan ConfigMap's manifest is cut from the model" if plan else "the model is planned here"
+    if args.model is None and spec.scheme not in ("zoo", "http", "https", "s3"):
         raise UsageError(f"cannot reach {spec.storage_uri} from here ({what}); give --model FILE or "
                          f"--plan manifest.json")  # fmt: skip
+    if args.model is None and spec.scheme != "zoo" and not args.fetch:
+        raise UsageError(f"render reaches no network unless asked: {spec.storage_uri} is downloaded with --fetch "
+                         f"({what}); or give --model FILE or --plan manifest.json")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mopar-render-") as tmp:
         from mopar.model.modelfile import load_model
         from mopar.model.storage import fetch

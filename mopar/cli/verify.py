@@ -9,7 +9,7 @@ from rich.table import Table
 from mopar.cli.console import out, progress
 from mopar.errors import VerificationError
 from mopar.model.modelfile import load_model
-from mopar.slice.verify import TOLERANCE, verify
+from mopar.slice.verify import tolerance, verify
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,17 +25,21 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             optimization=args.optimization,
             progress=lambda done, total: report("trials", done, total),
+            rtol=args.rtol,
+            atol=args.atol,
         )
     table = Table(title=f"{model.name}: partitioned vs whole")
-    for column in ("output", "max |diff|", "max relative", "within tolerance"):
+    for column in ("output", "max |diff|", "relative to max |output|", "allowed |diff|", "within tolerance"):
         table.add_column(column, justify="left" if column == "output" else "right")
     for d in result.differences:
-        table.add_row(d.output, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "yes" if d.within else "[bold red]NO[/]")
+        within = "yes" if d.within else "[bold red]NO[/]"
+        table.add_row(d.output, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", f"{d.allowed:.3g}", within)
     out.print(table)
-    rtol, atol = TOLERANCE["float32"]
+    rtol, atol = tolerance("float32", args.rtol, args.atol)
     out.print(
-        f"{result.trials} seeded inputs, optimisation {args.optimization}; tolerance for float32: "
-        f"rtol {rtol:g}, atol {atol:g}; integers and booleans exact"
+        f"{result.trials} seeded inputs, optimisation {args.optimization}; a float output is within tolerance "
+        f"when max |diff| <= rtol x its largest |value| + atol (float32: rtol {rtol:g}, atol {atol:g}); "
+        "integers and booleans exact"
     )
     if not result.ok:
         raise VerificationError("partitioned outputs differ from the whole model's beyond tolerance")

@@ -5,7 +5,9 @@ pricing, slice it, and store every slice file and the manifest in the artifact s
 sha256, the manifest also under the name `names.manifest_artifact(MODEL, PREPARE_HASH)`. The operator
 reads it from there and writes the plan ConfigMap the slices mount: the Job needs no
 Kubernetes API access at all (no service account token, no RBAC in model namespaces).
-Idempotent: running it twice for one spec stores the same things.
+The slices are verified against the whole model (`mopar.slice.verify`) before anything is
+stored: a partition that computes something else fails the Job. Idempotent: running it twice
+for one spec stores the same things.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mopar.errors import UsageError
+from mopar.errors import UsageError, VerificationError
 from mopar.model.modelfile import ModelFile, load_model
 from mopar.model.storage import fetch
 from mopar.operator import names
@@ -31,6 +33,7 @@ from mopar.plan.planner import Constraints
 from mopar.plan.planning import plan_model
 from mopar.profile.profiler import Profile, profile_model
 from mopar.slice.slicer import slice_model
+from mopar.slice.verify import verify
 from slice_runtime import manifest as manifests
 from slice_runtime.config import env_int
 from slice_runtime.store.artifacts import ArtifactStore
@@ -72,6 +75,8 @@ async def prepare(
     store_url: str,
     work: Path,
     runs: int = 5,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> manifests.Manifest:
     """Prepare `spec` for the PartitionedModel `owner` ({name, namespace}); returns the manifest."""
     path = await fetch(spec.storage_uri, work / "model")
@@ -79,6 +84,11 @@ async def prepare(
     model, _, data = plan_spec(spec, path, runs)
     log.info("planned %d slice(s); predicted cost ratio %.2fx", len(data["slices"]), data["predicted"]["cost_ratio"])
     manifest = slice_model(model, data, work / "slices")
+    checked = verify(work / "slices", model, trials=2, threads=spec.runtime.threads or 1, rtol=rtol, atol=atol)
+    if not checked.ok:
+        worst = max(checked.differences, key=lambda d: d.max_abs - d.allowed)
+        raise VerificationError(f"the slices differ from the whole model: output {worst.output} by "
+                                f"{worst.max_abs:.3g}, beyond the {worst.allowed:.3g} allowed")  # fmt: skip
     with ArtifactStore(store_url, names.store_scope(owner)) as store:
         for entry in manifest.slices:
             for name, digest in entry.files():
@@ -105,5 +115,5 @@ def main(args: argparse.Namespace) -> int:
         Path(cache).mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="mopar-prepare-", dir=cache) as tmp:
-        asyncio.run(prepare(spec, owner, store_url, Path(tmp), runs=args.runs))
+        asyncio.run(prepare(spec, owner, store_url, Path(tmp), runs=args.runs, rtol=args.rtol, atol=args.atol))
     return 0

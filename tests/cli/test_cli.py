@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -10,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mopar.cli.main import build_parser, main
-from tests.support import run_cli
+from tests.support import ROOT, run_cli
 
 
 def _subcommand_paths() -> list[list[str]]:
@@ -391,3 +394,45 @@ def test_a_model_no_partition_beats_is_said_to_stay_whole(small_model) -> None:
     assert done.returncode == 0, done.stderr
     assert "no partition of mobilenetv2 is faster than the model served whole on 1 core" in done.stderr
     assert "it stays whole" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["plan", "{model}", "--pricing", "nosuch"], "--pricing: 'nosuch'"),
+        (["plan", "{model}", "--objective", "slo"], "--slo-ms"),
+        (["plan", "{model}", "--slices", "3", "--max-slices", "2", "-o", "{tmp}/no/plan.json"], "no directory"),
+        (["bench", "{model}", "--pricing", "nosuch"], "--pricing: 'nosuch'"),
+        (["bench", "{model}", "--inline-kb", "-1"], "--inline-kb must be 0 or more"),
+        (["profile", "{model}", "-o", "{tmp}/no/profile.json"], "no directory"),
+        (["profile", "{model}", "--input-shape", "x=1xfour"], "--input-shape wants"),
+        (["slice", "{model}", "--plan", "{tmp}/missing.json", "-o", "{tmp}/s"], "missing.json: no such file"),
+        (["plan", "{model}", "--profile", "{tmp}/missing.json"], "missing.json: no such file"),
+        (["demo", "--model", "alexnet", "--out", "{tmp}/demo"], "alexnet"),
+    ],
+)
+def test_every_argument_is_checked_before_the_model_is_even_read(args: list[str], fragment: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The model is not ONNX at all: an error about the argument proves nothing was loaded or profiled.
+    model = tmp_path / "not-a-model.onnx"
+    model.write_bytes(b"\x00" * 64)
+    done = run_cli(*(a.format(model=model, tmp=tmp_path) for a in args))
+    _assert_one_line_error(done, fragment)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_operator_without_any_kubernetes_api_is_one_line(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MOPAR_KUBE"))}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config
+    done = subprocess.run([sys.executable, "-m", "mopar", "operator", "--health-port", "0"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=env, check=False)  # fmt: skip
+    _assert_one_line_error(done, "no Kubernetes API to watch", "kubeconfig")
+
+
+def test_the_demo_keeps_what_it_lists_and_lists_what_it_keeps(tmp_path) -> None:
+    out = tmp_path / "demo"
+    done = run_cli("demo", "--model", "mobilenetv2", "--scale", "0.25", "--runs", "2", "--requests", "2",
+                   "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("files: ")[-1].split("(", 1)[1].split(")", 1)[0]
+    names = sorted(name.strip().rstrip("/") for name in listed.split(","))  # the console may wrap the line
+    assert names == sorted(path.name for path in out.iterdir())

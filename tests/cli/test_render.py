@@ -69,6 +69,7 @@ def test_render_from_a_plan_file_on_the_deployment_path_with_an_owner(small_mode
                    "-o", str(plan)).returncode == 0  # fmt: skip
     units = units_from_plan(json.loads(plan.read_text()))
     pm = _pm(tmp_path, "resnet", {"model": {"storageUri": "pvc://models/resnet50.onnx"}, "serving": "deployment",
+                                  "objective": "latency", "maxSlices": 3,
                                   "transport": {"redisSecretRef": {"name": "team-redis", "key": "dsn"}}})  # fmt: skip
     uid = "6a1f0d3e-1111-2222-3333-444455556666"
     _, objects = _render(str(pm), "--plan", str(plan), "--model", str(model), "--uid", uid)
@@ -98,13 +99,55 @@ def test_render_takes_a_manifest_as_it_is(small_model, tmp_path: Path) -> None:
 
 
 def test_render_refuses_what_it_cannot_reach(small_model, tmp_path: Path) -> None:
-    done = run_cli("render", str(ROOT / "examples" / "vgg16-slo.yaml"))
+    pm = _pm(tmp_path, "vgg16", {"model": {"storageUri": "pvc://models/vgg16.onnx"}})
+    done = run_cli("render", str(pm))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("mopar: error: cannot reach pvc://models/vgg16.onnx")
     plan = tmp_path / "plan.json"  # a plan, but the manifest is cut from the model it cannot reach
     assert run_cli("plan", str(small_model("mobilenetv2")), "-o", str(plan)).returncode == 0
-    done = run_cli("render", str(ROOT / "examples" / "vgg16-slo.yaml"), "--plan", str(plan))
+    done = run_cli("render", str(pm), "--plan", str(plan))
     assert done.returncode == 2 and "give --model FILE or --plan manifest.json" in done.stderr
+
+
+def test_render_reaches_no_network_unless_asked(tmp_path: Path) -> None:
+    # A host that would answer nothing: the refusal comes before any attempt to reach it.
+    for uri in ("https://models.invalid/bert.onnx", "s3://mopar-models/bert.onnx"):
+        done = run_cli("render", str(_pm(tmp_path, "bert", {"model": {"storageUri": uri}})))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("mopar: error: render reaches no network unless asked") and "--fetch" in last
+
+
+def test_render_refuses_a_plan_made_for_other_settings(small_model, tmp_path: Path) -> None:
+    model = small_model("mobilenetv2")
+    plan, out = tmp_path / "plan.json", tmp_path / "sliced"
+    assert run_cli("plan", str(model), "--objective", "latency", "--max-slices", "3", "-o", str(plan)).returncode == 0
+    assert run_cli("slice", str(model), "--plan", str(plan), "-o", str(out)).returncode == 0
+    for spec, field in [
+        ({"objective": "slo", "sloMs": 210, "maxSlices": 3}, "spec.objective"),
+        ({"objective": "latency", "maxSlices": 6}, "spec.maxSlices"),
+        ({"objective": "latency", "maxSlices": 3, "pricing": "knative"}, "spec.pricing"),
+    ]:
+        pm = _pm(tmp_path, "mobilenet", {"model": {"storageUri": "pvc://models/mobilenet.onnx"}, **spec})
+        for given in (out / "manifest.json", plan):
+            done = run_cli("render", str(pm), "--plan", str(given), "--model", str(model))
+            assert done.returncode == 2, done.stderr
+            assert field in done.stderr.strip().splitlines()[-1], done.stderr
+    pm = _pm(tmp_path, "mobilenet", {"model": {"storageUri": "pvc://models/mobilenet.onnx"}, "objective": "latency",
+                                     "maxSlices": 3})  # fmt: skip
+    _render(str(pm), "--plan", str(out / "manifest.json"))
+
+
+def test_every_example_names_a_model_render_builds_here() -> None:
+    # `mopar render examples/X.yaml` runs as it is: every model comes from the zoo, no network.
+    for example in sorted((ROOT / "examples").glob("*.yaml")):
+        for document in yaml.safe_load_all(example.read_text()):
+            assert document["spec"]["model"]["storageUri"].startswith("zoo://"), example.name
+
+
+def test_the_zoo_example_renders_as_it_is() -> None:
+    _, objects = _render(str(ROOT / "examples" / "resnet50-zoo.yaml"))
+    assert any(o["kind"] == "ConfigMap" for o in objects)
 
 
 def test_render_names_a_bad_spec(tmp_path: Path) -> None:
