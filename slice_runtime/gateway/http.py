@@ -85,13 +85,23 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
             return v2.parse_request(body, header_length)
         return await asyncio.get_running_loop().run_in_executor(parsers, v2.parse_request, body, header_length)
 
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        """503 to a request that came while draining, once its body is read: a client still
+        sending its body would see the connection close, not the answer."""
+        drain.enter()
+        try:
+            await read_body(request)
+        finally:
+            drain.leave()
+        metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome="draining").inc()
+        return _unavailable("this gateway is shutting down; retry on another")
+
     @routes.post("/v2/models/{name}/infer")
     @routes.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: web.Request) -> web.StreamResponse:
         check_model(request)
         if drain.draining:
-            metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome="draining").inc()
-            return _unavailable("this gateway is shutting down; retry on another")
+            return await refuse(request)
         started = time.perf_counter()
         metrics.GATEWAY_IN_FLIGHT.labels(model=plane.name).inc()
         drain.enter()
