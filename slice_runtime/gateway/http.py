@@ -153,7 +153,12 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            return _error_response(error.status, error.reason)
+            response = _error_response(error.status, error.reason)
+            # What the status needs said beside the body stays: a 405's Allow (RFC 9110 15.5.6).
+            for name, value in error.headers.items():
+                if name not in response.headers:
+                    response.headers.add(name, value)
+            return response
         except ConnectionError:
             raise  # nobody to answer; aiohttp closes the connection
         except Exception as error:  # noqa: BLE001 - our bug: say so, keep serving

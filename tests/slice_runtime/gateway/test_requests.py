@@ -119,6 +119,15 @@ def test_caller_mistakes_are_one_line_4xx_before_any_slice_runs(serve, case: str
     assert counter(serve, "error") == errors_before
 
 
+def test_a_method_not_allowed_is_405_with_allow(serve) -> None:
+    request = urllib.request.Request(f"{serve.url}/v2/health/live", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    assert answer.value.code == 405
+    assert set(answer.value.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert "error" in json.loads(answer.value.read())
+
+
 def test_binary_data_false_overrides_binary_data_output(serve) -> None:
     x = np.arange(64, dtype=np.float32).reshape(1, 64)
     body, headers = v2.encode_request({"x": x}, binary=True)
