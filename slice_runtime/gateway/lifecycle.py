@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -26,6 +28,7 @@ from typing import cast
 from aiohttp import web
 
 from slice_runtime import calls, loops
+from slice_runtime.errors import SettingError
 
 log = logging.getLogger("mopar.gateway")
 
@@ -153,6 +156,24 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
+def check_port(host: str, port: int) -> None:
+    """SettingError, one line naming the port, if this process cannot listen on host:port: said
+    before anything slow starts (the listener itself opens last)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener will
+            probe.bind(address)
+    except OSError as error:
+        raise _listen_error(host, port, error) from None
+
+
+def _listen_error(host: str, port: int, error: OSError) -> SettingError:
+    if error.errno == errno.EADDRINUSE:
+        return SettingError(f"port {port} on {host} is in use by another program; choose another with --port")
+    return SettingError(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
 async def start(app: web.Application, host: str, port: int, limits: Limits, access_log: bool = False) -> web.AppRunner:
     """Serve `app` at host:port within `limits`; returns the runner (`cleanup()` stops it).
     No access log unless asked: a log line per request costs more than the rest of a hop."""
@@ -167,7 +188,11 @@ async def start(app: web.Application, host: str, port: int, limits: Limits, acce
         read_bufsize=calls.READ_BUFFER_BYTES,
     )
     await runner.setup()
-    await GuardedSite(runner, host, port, limits.max_connections).start()
+    try:
+        await GuardedSite(runner, host, port, limits.max_connections).start()
+    except OSError as error:  # taken since it was checked
+        await runner.cleanup()
+        raise _listen_error(host, port, error) from None
     return runner
 
 
