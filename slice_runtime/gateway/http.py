@@ -171,6 +171,6 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
     app = web.Application(middlewares=[errors], client_max_size=max_body_bytes)
     app[DRAIN] = drain
     app.add_routes(routes)
-    app.add_routes(probes.routes("/v2", ready))
+    app.add_routes(probes.routes(ready))
     app.on_cleanup.append(close_parsers)
     return app
