@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,7 +193,14 @@ class LocalServer:
             await asyncio.get_running_loop().run_in_executor(None, worker.process.wait)
 
     # -- lifecycle ---------------------------------------------------------------
+    def check_ports(self) -> None:
+        """SettingError, one line, if a port to serve on is taken: checked before any worker starts."""
+        lifecycle.check_port(self.host, self.port)
+        if self.grpc_port is not None:
+            lifecycle.check_port(self.host, self.grpc_port)
+
     async def start(self, timeout: float = 180.0) -> None:
+        self.check_ports()
         allocator.keep_large_buffers()  # the gateway runs in this process
         try:
             store = open_transport(
@@ -231,7 +239,11 @@ class LocalServer:
             await self.stop(grace=0)
             raise
         self._app = build_app(self.plane, self.max_body_bytes, self.limits)
-        self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
+        try:
+            self._runner = await lifecycle.start(self._app, self.host, self.port, self.limits)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         if self.grpc_port is not None:
             from slice_runtime.gateway import grpcserver  # grpc is loaded only when asked for
 
@@ -301,12 +313,27 @@ def main(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        print(
-            f"starting {len(server.workers)} slice worker(s) of {server.manifest.name} (logs: {server.log_dir})",
-            file=sys.stderr,
-            flush=True,
-        )
-        await server.start()
+        log_dir = server.log_dir
+        assert log_dir is not None
+        try:
+            server.check_ports()  # before the first line: a taken port is the only one
+            print(
+                f"starting {len(server.workers)} slice worker(s) of {server.manifest.name} (logs: {log_dir})",
+                file=sys.stderr,
+                flush=True,
+            )
+            await server.start()
+        except BaseException:
+            # What workers wrote stays, for the error to point at; an empty directory goes.
+            with contextlib.suppress(OSError):
+                log_dir.rmdir()
+            raise
+        try:
+            await serve_until_signal()
+        finally:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    async def serve_until_signal() -> None:
         assert server.plane is not None
         for worker in server.workers.values():
             assert worker.process is not None

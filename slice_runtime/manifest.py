@@ -360,8 +360,19 @@ def load(directory: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        if _looks_onnx(path):
+            raise ManifestError(
+                f"{path} is an ONNX model, not a slice directory: give the directory `mopar slice` writes "
+                f"(mopar plan MODEL -o plan.json; mopar slice MODEL --plan plan.json -o DIR)"
+            ) from None
         raise ManifestError(f"{path}: not JSON ({error})") from None
     return parse(data, path.parent, str(path))
+
+
+def _looks_onnx(path: Path) -> bool:
+    """Named .onnx, or starting as a serialized ModelProto does (field 1, ir_version, a varint)."""
+    with path.open("rb") as f:
+        return path.suffix.lower() == ".onnx" or f.read(1) == b"\x08"
 
 
 def run_in_process(

@@ -42,8 +42,15 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON_TYPE})
 
 
-def routes(prefix: str, ready: Callable[[], Awaitable[bool]]) -> list[web.RouteDef]:
-    """GET {prefix}/health/live, {prefix}/health/ready (503 until `ready()`), and /metrics."""
+# Where a server answers its health, the same on every data-plane server, gateway and worker,
+# so that one probe (or load balancer check) fits all: the V2 protocol's paths, the same
+# without the prefix (what pod probes and the gateway ask of a worker), and /healthz (live).
+LIVE_PATHS = ("/v2/health/live", "/health/live", "/healthz")
+READY_PATHS = ("/v2/health/ready", "/health/ready")
+
+
+def routes(ready: Callable[[], Awaitable[bool]]) -> list[web.RouteDef]:
+    """GET LIVE_PATHS, READY_PATHS (503 until `ready()`), and /metrics."""
 
     async def live(request: web.Request) -> web.Response:
         return json_response({"live": True})
@@ -56,7 +63,7 @@ def routes(prefix: str, ready: Callable[[], Awaitable[bool]]) -> list[web.RouteD
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return [
-        web.get(f"{prefix}/health/live", live),
-        web.get(f"{prefix}/health/ready", readiness),
+        *(web.get(path, live) for path in LIVE_PATHS),
+        *(web.get(path, readiness) for path in READY_PATHS),
         web.get("/metrics", metrics),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
                 raise InvalidInput(f"output {item['name']!r} is requested twice")
             requested.append(item["name"])
             output_parameters = _parameters(item, f"output {item['name']!r}")
+            check_output_parameters(item["name"], output_parameters)
             if _flag(output_parameters, "binary_data", item["name"]):
                 binary_outputs.add(item["name"])
             elif "binary_data" in output_parameters:
@@ -107,6 +108,21 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         binary_all=_flag(parameters, "binary_data_output", None),
         json_outputs=json_outputs,
     )
+
+
+# The parameters of a requested output this server acts on; any other (Triton's
+# `classification`, say) would be ignored and the output answered as if it were not there.
+OUTPUT_PARAMETERS = frozenset({"binary_data"})
+
+
+def check_output_parameters(name: str, parameters: Iterable[str]) -> None:
+    """InvalidInput naming the parameters of requested output `name` this server does not implement."""
+    unsupported = sorted(set(parameters) - OUTPUT_PARAMETERS)
+    if unsupported:
+        raise InvalidInput(
+            f"output {name!r}: parameter(s) {', '.join(repr(p[:40]) for p in unsupported[:5])} not supported "
+            f"(this server implements: {', '.join(sorted(OUTPUT_PARAMETERS))})"
+        )
 
 
 def _kind(value: Any) -> str:

@@ -64,6 +64,7 @@ def parse_infer(request: Any) -> tuple[v2.InferRequest, bool]:
             if output.name in requested:
                 raise InvalidInput(f"output {output.name!r} is requested twice")
             requested.append(output.name)
+            v2.check_output_parameters(output.name, output.parameters.keys())
     return v2.InferRequest(inputs=inputs, id=request.id or None, requested=requested), bool(raw)
 
 

@@ -85,13 +85,23 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
             return v2.parse_request(body, header_length)
         return await asyncio.get_running_loop().run_in_executor(parsers, v2.parse_request, body, header_length)
 
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        """503 to a request that came while draining, once its body is read: a client still
+        sending its body would see the connection close, not the answer."""
+        drain.enter()
+        try:
+            await read_body(request)
+        finally:
+            drain.leave()
+        metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome="draining").inc()
+        return _unavailable("this gateway is shutting down; retry on another")
+
     @routes.post("/v2/models/{name}/infer")
     @routes.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: web.Request) -> web.StreamResponse:
         check_model(request)
         if drain.draining:
-            metrics.GATEWAY_REQUESTS.labels(model=plane.name, outcome="draining").inc()
-            return _unavailable("this gateway is shutting down; retry on another")
+            return await refuse(request)
         started = time.perf_counter()
         metrics.GATEWAY_IN_FLIGHT.labels(model=plane.name).inc()
         drain.enter()
@@ -143,7 +153,12 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            return _error_response(error.status, error.reason)
+            response = _error_response(error.status, error.reason)
+            # What the status needs said beside the body stays: a 405's Allow (RFC 9110 15.5.6).
+            for name, value in error.headers.items():
+                if name not in response.headers:
+                    response.headers.add(name, value)
+            return response
         except ConnectionError:
             raise  # nobody to answer; aiohttp closes the connection
         except Exception as error:  # noqa: BLE001 - our bug: say so, keep serving
@@ -156,6 +171,6 @@ def build_app(plane: DataPlane, max_body_bytes: int = 64 * 2**20, limits: Limits
     app = web.Application(middlewares=[errors], client_max_size=max_body_bytes)
     app[DRAIN] = drain
     app.add_routes(routes)
-    app.add_routes(probes.routes("/v2", ready))
+    app.add_routes(probes.routes(ready))
     app.on_cleanup.append(close_parsers)
     return app

@@ -5,7 +5,8 @@
                 inline and writes the rest to the store under R, with {"request_id",
                 "outputs": {name: {raw_bytes, wire_bytes, codec, inline}}, "timings_ms":
                 {read, compute, write, total}}
-    GET /health/live, /health/ready (model loaded and store reachable), /metrics, /stats
+    GET /health/live, /health/ready (model loaded and store reachable), and the same under /v2
+                and /healthz as the gateway (`probes`), /metrics, /stats
 
 Control travels over HTTP, so Knative scales slices on request concurrency; tensors travel
 through the store. Errors are `{"error": ...}` with the status `errors.http_status` gives.
@@ -61,7 +62,7 @@ def build_app(worker: SliceWorker, supervisor: Supervisor | None = None) -> web.
     # inputs x the inline limit, which the worker does not know; the gateway bounds requests.
     app = web.Application(client_max_size=MAX_CALL_BYTES)
     app.add_routes(routes)
-    app.add_routes(probes.routes("", worker.ready))
+    app.add_routes(probes.routes(worker.ready))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await worker.start()

@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +77,41 @@ async def _burst(base: str, model, count: int):  # type: ignore[no-untyped-def]
                 return error
 
         return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def _burst_json(base: str, model, count: int):  # type: ignore[no-untyped-def]
+    """`count` concurrent JSON requests, one connection each; each result (status, Retry-After,
+    correct) or the exception."""
+    cases = [_expected(model, seed) for seed in range(2)]
+    bodies = [v2.encode_request(feeds) for feeds, _ in cases]
+    url = f"{base}/v2/models/{MODEL}/infer"
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+
+        async def one(i: int) -> object:
+            body, headers = bodies[i % 2]
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        return response.status, response.headers.get("Retry-After"), json.loads(payload)["error"]
+                    outputs = v2.decode_response(payload, None)
+                    return 200, None, bool(np.allclose(outputs["logits"], cases[i % 2][1], rtol=1e-4, atol=1e-5))
+            except aiohttp.ClientError as error:
+                return error
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:`port` on this machine, counted at the clients' end."""
+    found = 0
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if fields[2] == f"0100007F:{port:04X}" and fields[3] == "01":
+                found += 1
+    return found
 
 
 async def _left_in_store(transport: str, namespace: str = "local") -> int:
@@ -209,3 +246,34 @@ async def test_mopar_gateway_drains_on_sigterm_as_in_a_pod(slices) -> None:
         if gateway.poll() is None:
             gateway.kill()
         workers.stop()
+
+
+async def test_sigterm_with_both_cores_busy_answers_every_request_whose_headers_arrived(slices) -> None:
+    """Both cores busy, JSON bodies: the gateway's loop lags behind its sockets, so at SIGTERM
+    requests have arrived that no handler has seen yet. Serve is held stopped while they connect
+    and send, and signalled then (the signal and the requests wait for it together); each gets
+    an answer, 200 or 503 with Retry-After, none a connection error."""
+    directory, model = slices
+    count = 64  # under the listener's backlog of 100: every connection is accepted by the kernel
+    serve = ServeProcess(directory)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        with stopped([serve.process.pid]):
+            burst = asyncio.ensure_future(_burst_json(serve.url, model, count))
+            deadline = time.monotonic() + 60
+            while _connections_to(serve.port) < count and time.monotonic() < deadline and not burst.done():
+                await asyncio.sleep(0.05)
+            assert _connections_to(serve.port) == count
+            await asyncio.sleep(0.5)  # the clients write their headers and what the buffers hold
+            serve.signal(signal.SIGTERM)
+        results = await burst
+        assert await asyncio.to_thread(serve.wait, 60) == 0, serve.log()[-2000:]
+        unanswered = [r for r in results if not isinstance(r, tuple) or r[:2] not in {(200, None), (503, "1")}]
+        assert unanswered == []
+        assert [r for r in results if r[0] == 200 and r[2] is not True] == []  # type: ignore[index]
+        assert workers_of(directory) == []
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+        serve.kill()

@@ -132,6 +132,14 @@ def test_grpc_errors_are_status_codes_from_the_error_table(client) -> None:
     assert code == "StatusCode.INVALID_ARGUMENT" and "dtype float64, expected float32" in message
 
 
+def test_grpc_output_parameters_not_implemented_are_invalid(client) -> None:
+    inputs = [triton_grpc.InferInput("x", [1, 64], "FP32")]
+    inputs[0].set_data_from_numpy(x_values())
+    outputs = [triton_grpc.InferRequestedOutput("y", class_count=3)]
+    code, message = status_of(lambda: client.infer(MODEL, inputs, outputs=outputs))
+    assert code == "StatusCode.INVALID_ARGUMENT" and "parameter(s) 'classification' not supported" in message
+
+
 def test_grpc_raw_contents_of_the_wrong_size_are_invalid(serve) -> None:
     request = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[b"\0" * 12])
     request.inputs.add(name="x", datatype="FP32", shape=[1, 64])

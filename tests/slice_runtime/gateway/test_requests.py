@@ -98,6 +98,10 @@ MALFORMED = {
     "integer 10**400": (_body(datatype="INT64", data=[10**400] + [0] * 63), "does not fit datatype INT64"),
     "integer 10**400 as FP32": (_body().replace(b"[0.5,", b"[" + b"1" + b"0" * 400 + b",", 1), "out of range"),
     "integer of 5,000 digits": (_body().replace(b"[0.5,", b"[" + b"9" * 5000 + b",", 1), "out of range"),
+    "classification asked of an output": (
+        _request(outputs=[{"name": "y", "parameters": {"classification": 3, "binary_data": False}}]).encode(),
+        "output 'y': parameter(s) 'classification' not supported (this server implements: binary_data)",
+    ),
     "unknown requested output": (_request(outputs=[{"name": "nosuch"}]).encode(), "unknown output 'nosuch'"),
     "id a number": (_request(id=7).encode(), "'id' must be a string"),
     "datatype a list": (_body(datatype=["FP32"]), "needs a 'datatype' string"),
@@ -117,6 +121,15 @@ def test_caller_mistakes_are_one_line_4xx_before_any_slice_runs(serve, case: str
     assert fragment in message and "\n" not in message, message
     assert runs(serve) == runs_before  # refused before any slice ran
     assert counter(serve, "error") == errors_before
+
+
+def test_a_method_not_allowed_is_405_with_allow(serve) -> None:
+    request = urllib.request.Request(f"{serve.url}/v2/health/live", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    assert answer.value.code == 405
+    assert set(answer.value.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert "error" in json.loads(answer.value.read())
 
 
 def test_binary_data_false_overrides_binary_data_output(serve) -> None:

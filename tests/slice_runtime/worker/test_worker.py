@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from slice_runtime import codec
 from slice_runtime.local import free_port
 from slice_runtime.store import open_transport
 from slice_runtime.store.artifacts import ArtifactStore
+from tests.support.serving import ServeProcess
+from tests.support.slicing import negate_twice, sliced
 
 
 def _slow_model(path: Path) -> Path:
@@ -170,3 +173,22 @@ def test_a_bad_codec_setting_stops_the_worker_at_start(one_slice, redis_url, tmp
     output = process.stdout.read().decode()  # type: ignore[union-attr]
     assert "zstd level must be in -7..22, got 99" in output
     assert "Traceback" not in output
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_worker_answers_every_health_path_the_gateway_answers(tmp_path) -> None:
+    slices = sliced(negate_twice(tmp_path / "negate.onnx"), tmp_path / "slices")
+    serve = ServeProcess(slices)
+    try:
+        [(worker, _)] = serve.workers.values()
+        for path in ("/v2/health/live", "/v2/health/ready", "/healthz", "/health/live", "/health/ready"):
+            assert (_status(f"{serve.url}{path}"), _status(f"{worker}{path}")) == (200, 200), path
+    finally:
+        serve.stop()
