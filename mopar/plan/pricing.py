@@ -165,6 +165,9 @@ KUBERNETES = Pricing(
     vcpu_second_usd=0.0445 / 3600,
     memory_min_mb=512,
     memory_max_mb=110 * GIB_MB,
+    # A pod is billed for the seconds it runs, not per request: a request's share is its own
+    # time, unrounded (a microsecond step).
+    duration_step_ms=0.001,
     cpu_min=0.25,
     cpu_max=28.0,
     cpu_step=0.25,

@@ -25,8 +25,10 @@ def test_kubernetes_requests_quarter_vcpus_and_1_to_6_5_gib_per_vcpu() -> None:
     # 2,000 MB is more than 6.5 GiB per vCPU allows at 0.25 vCPU (1,664 MB): it needs 0.5.
     assert table.allocation(2000).vcpus == 0.5
     assert table.allocations(2000, 0.25, 0.25) == []
-    # Per second of a pod's requests: $0.0445 per vCPU-hour, $0.0049225 per GiB-hour, no fee.
+    # Per second of a pod's requests: $0.0445 per vCPU-hour, $0.0049225 per GiB-hour, no fee;
+    # a request pays its own time, unrounded.
     assert table.invocation_usd(Allocation(2048, 2.0), 3_600_000) == pytest.approx(2 * 0.0445 + 2 * 0.0049225)
+    assert table.billed_ms(10.0104) == pytest.approx(10.0104, abs=1e-3)
 
 
 def test_lambda_gives_memory_over_1769_mb_of_a_vcpu_up_to_10240_mb() -> None:
