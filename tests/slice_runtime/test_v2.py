@@ -130,3 +130,33 @@ def test_large_bodies_outside_data_arrays_are_refused_not_parsed_slowly() -> Non
         v2.parse_request((head + '"datatype": "FP32", "data": [1]}]}').encode(), None)
     with pytest.raises(InvalidInput, match="must hold its tensors as 'data' arrays of numbers"):
         v2.parse_request((head + '"datatype": "FP32", "data": ["' + "y" * (8 << 20) + '"]}]}').encode(), None)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64", "UINT64", "INT8", "BOOL"])
+def test_json_data_read_in_pieces_matches_the_json_reader(monkeypatch: pytest.MonkeyPatch, datatype: str) -> None:
+    """Pieces of a few bytes, so every kind of cut is met; each piece read by the fast reader
+    where it can and numpy's where it cannot ("NaN" strings), all equal to `json.loads`."""
+    from slice_runtime import jsonbody
+
+    monkeypatch.setattr(jsonbody, "PIECE_BYTES", 7)
+    rng = np.random.default_rng(3)
+    values: list[object] = {
+        "FP32": rng.standard_normal(40).astype(np.float32).tolist(),
+        "FP64": [*rng.standard_normal(30).tolist(), "NaN", 1e308, -0.0, 5, "Infinity"],
+        "INT64": [2**63 - 1, -(2**63), 0, *range(-20, 20)],
+        "UINT64": [2**64 - 1, 0, *range(40)],
+        "INT8": [127, -128, *range(-20, 20)],
+        "BOOL": [True, False, 1, 0, *([True] * 20)],
+    }[datatype]
+    nested = [values[: len(values) // 2], values[len(values) // 2 :]] if len(values) % 2 == 0 else values
+    array = _one(json.dumps(nested), datatype, list(np.shape(np.asarray(nested, dtype=object))))
+    expected = np.array([float(v) if isinstance(v, str) else v for v in values], dtype=array.dtype)
+    np.testing.assert_array_equal(array.reshape(-1), expected)
+
+
+@pytest.mark.parametrize(
+    "data, datatype", [("[-1, 2]", "UINT64"), ("[1, 2.0]", "INT32"), ("[18446744073709551616, 1]", "UINT64")]
+)
+def test_integers_that_do_not_fit_are_refused_not_wrapped(data: str, datatype: str) -> None:
+    with pytest.raises(InvalidInput, match=datatype):
+        _one(data, datatype)
