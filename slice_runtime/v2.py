@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from slice_runtime import jsonbody
 from slice_runtime.errors import InvalidInput
@@ -283,7 +284,7 @@ def _json_values(array: np.ndarray) -> list[Any]:
 
 def _body(document: Mapping[str, Any], chunks: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
     """The JSON header and the binary chunks after it, with the headers that describe them."""
-    head = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    head = orjson.dumps(document)  # compact, and no bare NaN: `_json_values` quoted those
     if not chunks:
         return head, {"Content-Type": JSON_TYPE}
     return head + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}
