@@ -284,7 +284,10 @@ def _json_values(array: np.ndarray) -> list[Any]:
 
 def _body(document: Mapping[str, Any], chunks: Sequence[bytes]) -> tuple[bytes, dict[str, str]]:
     """The JSON header and the binary chunks after it, with the headers that describe them."""
-    head = orjson.dumps(document)  # compact, and no bare NaN: `_json_values` quoted those
+    try:
+        head = orjson.dumps(document)  # compact, and no bare NaN: `_json_values` quoted those
+    except orjson.JSONEncodeError:  # a string that is not Unicode (an id with a lone surrogate): escape it
+        head = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not chunks:
         return head, {"Content-Type": JSON_TYPE}
     return head + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}

@@ -160,3 +160,12 @@ def test_json_data_read_in_pieces_matches_the_json_reader(monkeypatch: pytest.Mo
 def test_integers_that_do_not_fit_are_refused_not_wrapped(data: str, datatype: str) -> None:
     with pytest.raises(InvalidInput, match=datatype):
         _one(data, datatype)
+
+
+def test_an_id_that_is_not_unicode_comes_back_escaped() -> None:
+    """JSON's escapes can spell a lone surrogate, which no UTF-8 encoder writes: it is echoed as
+    the escape it came as, not a failure."""
+    body = b'{"id": "r\\ud800", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+    request = v2.parse_request(body, None)
+    payload, _ = v2.encode_response("m", request, {"y": np.ones(1, np.float32)}, [TensorSpec("y", "float32", (1,))])
+    assert json.loads(payload)["id"] == "r\ud800"
