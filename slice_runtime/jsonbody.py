@@ -238,7 +238,8 @@ def _plain_numbers(piece: bytes, parse: np.dtype[Any], boolean: bool) -> np.ndar
     """The piece read by orjson (five to ten times numpy's text parser), when it is plain JSON
     numbers that fit `parse` (and booleans, for a BOOL tensor); None for anything else (quoted
     NaN, numpy's spellings, a mistake), which numpy's reader then reads or names."""
-    if b'"' in piece or (not boolean and (b"true" in piece or b"false" in piece)):
+    # Single bytes (memchr): no JSON number holds a quote, a 't' (true) or an 'f' (false).
+    if b'"' in piece or (not boolean and (b"t" in piece or b"f" in piece)):
         return None
     try:
         values = orjson.loads(b"[" + piece + b"]")
