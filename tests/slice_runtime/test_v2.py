@@ -169,3 +169,21 @@ def test_an_id_that_is_not_unicode_comes_back_escaped() -> None:
     request = v2.parse_request(body, None)
     payload, _ = v2.encode_response("m", request, {"y": np.ones(1, np.float32)}, [TensorSpec("y", "float32", (1,))])
     assert json.loads(payload)["id"] == "r\ud800"
+
+
+def test_json_outputs_are_written_at_their_own_precision_and_read_back_exactly() -> None:
+    """float32 0.1 is written `0.1` (not float64's 0.10000000149011612): a shorter body, the same value."""
+    outputs = {
+        "y": np.array([[0.1, -2.5e-8, 3.4e38]], np.float32),
+        "n": np.array([np.nan, 1.5], np.float16),
+        "k": np.array([2**63 - 1, -1], np.int64),
+        "b": np.array([True, False]),
+    }
+    specs = [TensorSpec(name, str(array.dtype), array.shape) for name, array in outputs.items()]
+    request = v2.parse_request(b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', None)
+    payload, headers = v2.encode_response("m", request, outputs, specs)
+    assert b'"data":[0.1,' in payload and b'"data":["NaN",1.5]' in payload
+    decoded = v2.decode_response(payload, headers.get(v2.HEADER_LENGTH))
+    for name, array in outputs.items():
+        np.testing.assert_array_equal(decoded[name], array)
+        assert decoded[name].dtype == array.dtype
