@@ -12,7 +12,8 @@ For each zoo model (`mopar models build`): `mopar serve` of the model as one sli
 one inter-op thread, as mopar's worker). One client (this process, a kept-alive connection to
 each) sends the same V2 requests to both, alternating, which goes first swapped every round:
 JSON (tensor as a `data` array of numbers, the answer in JSON too) and binary (the binary tensor
-extension both ways). Plain onnxruntime in this process (one thread) is timed in the same
+extension both ways). The JSON body's parse alone is timed too, mopar's reader against
+orjson.loads + numpy.array (KServe's REST path). Plain onnxruntime in this process (one thread) is timed in the same
 rounds, so each server's overhead over the model itself is measured beside it. Medians, the
 mopar/KServe ratios and the overheads go to OUT/kserve-MODEL.json.
 """
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,6 +55,7 @@ import sys
 import uuid
 import numpy as np
 import onnxruntime as ort
+import orjson
 import kserve
 from kserve import InferOutput, InferResponse
 from kserve.utils.numpy_codec import from_np_dtype
@@ -157,6 +160,22 @@ def bodies(session: ort.InferenceSession) -> tuple[dict[str, np.ndarray], dict[s
     return feeds, encoded
 
 
+def parse_times(body: bytes, rounds: int = 15) -> dict[str, float]:
+    """The JSON body's parse alone, in this process, alternating: mopar's reader and what KServe's
+    REST path does with it (orjson.loads of the whole body, then numpy.array of each `data`)."""
+    readers = {
+        "mopar": lambda: v2.parse_request(body, None),
+        "orjson_numpy": lambda: [np.array(i["data"], dtype=np.float32) for i in orjson.loads(body)["inputs"]],
+    }
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(rounds):
+        for name, read in readers.items():
+            started = time.perf_counter()
+            read()
+            times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: round(statistics.median(values), 2) for name, values in times.items()}
+
+
 def measure(model: str, kserve_python: str, work: Path, requests: int, warmup: int) -> dict[str, Any]:
     onnx_file, sliced = whole(model, work)
     options = ort.SessionOptions()
@@ -187,6 +206,7 @@ def measure(model: str, kserve_python: str, work: Path, requests: int, warmup: i
                         times[encoding][name].append(elapsed)
                         times[encoding]["onnxruntime"].append(plain)
     result: dict[str, Any] = {"model": model, "requests": requests, "body_bytes": {}, "p50_ms": {}, "ratio": {}}
+    result["json_parse_p50_ms"] = parse_times(encoded["json"][0])
     for encoding in ENCODINGS:
         p50 = {name: round(statistics.median(values), 2) for name, values in times[encoding].items()}
         result["body_bytes"][encoding] = len(encoded[encoding][0])
