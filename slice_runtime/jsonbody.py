@@ -55,7 +55,7 @@ class NumberText:
         # Floats land in `dtype` straight away (what `_narrow` would cast them to anyway).
         out = np.empty(min(limit, (self.end - self.start) // 2 + 1), dtype if dtype.kind == "f" else parse)
         filled = 0
-        position, stop = self.start, self.end
+        position, stop = self.start + 1, self.end - 1  # inside the outer brackets: flat data has none
         while position < stop:
             cut = self.body.find(b",", min(position + PIECE_BYTES, stop), stop)
             cut = stop if cut < 0 else cut
@@ -209,11 +209,11 @@ def _parse_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
 def _parse_piece(piece: bytes, parse: np.dtype[Any], boolean: bool) -> np.ndarray:
     if b"[" in piece or b"]" in piece:  # nested arrays (a copy: most bodies are flat)
         piece = piece.translate(None, b"[]")
-    if not piece.strip(_WHITESPACE + b","):
-        return np.empty(0, parse)  # empty nested arrays only
     fast = _plain_numbers(piece, parse, boolean)
     if fast is not None:
         return fast
+    if not piece.strip(_WHITESPACE + b","):
+        return np.empty(0, parse)  # empty nested arrays only
     for quoted, plain in _QUOTED:
         if quoted in piece:
             piece = piece.replace(quoted, plain)
