@@ -6,7 +6,7 @@ which the gateway answered nothing, health probes included. Here the tensors' `d
 arrays of numbers are cut out of the document first; what is left (names, shapes,
 parameters: small) goes to `json.loads`, and each array is read in pieces of about a
 megabyte into one array: by orjson when the piece is plain JSON numbers (a few milliseconds
-a megabyte, six to ten times numpy's text parser), else by numpy's. Between pieces the
+a megabyte, about six times numpy's text parser), else by numpy's. Between pieces the
 interpreter may switch threads, so a parse on a worker thread leaves the event loop free,
 and the extra memory is one piece (and its Python numbers) plus the arrays themselves.
 
@@ -235,7 +235,7 @@ def _parse_piece(piece: bytes, parse: np.dtype[Any], boolean: bool) -> np.ndarra
 
 
 def _plain_numbers(piece: bytes, parse: np.dtype[Any], boolean: bool) -> np.ndarray | None:
-    """The piece read by orjson (five to ten times numpy's text parser), when it is plain JSON
+    """The piece read by orjson (about six times numpy's text parser), when it is plain JSON
     numbers that fit `parse` (and booleans, for a BOOL tensor); None for anything else (quoted
     NaN, numpy's spellings, a mistake), which numpy's reader then reads or names."""
     # Single bytes (memchr): no JSON number holds a quote, a 't' (true) or an 'f' (false).
