@@ -130,3 +130,60 @@ def test_large_bodies_outside_data_arrays_are_refused_not_parsed_slowly() -> Non
         v2.parse_request((head + '"datatype": "FP32", "data": [1]}]}').encode(), None)
     with pytest.raises(InvalidInput, match="must hold its tensors as 'data' arrays of numbers"):
         v2.parse_request((head + '"datatype": "FP32", "data": ["' + "y" * (8 << 20) + '"]}]}').encode(), None)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64", "UINT64", "INT8", "BOOL"])
+def test_json_data_read_in_pieces_matches_the_json_reader(monkeypatch: pytest.MonkeyPatch, datatype: str) -> None:
+    """Pieces of a few bytes, so every kind of cut is met; each piece read by the fast reader
+    where it can and numpy's where it cannot ("NaN" strings), all equal to `json.loads`."""
+    from slice_runtime import jsonbody
+
+    monkeypatch.setattr(jsonbody, "PIECE_BYTES", 7)
+    rng = np.random.default_rng(3)
+    values: list[object] = {
+        "FP32": rng.standard_normal(40).astype(np.float32).tolist(),
+        "FP64": [*rng.standard_normal(30).tolist(), "NaN", 1e308, -0.0, 5, "Infinity"],
+        "INT64": [2**63 - 1, -(2**63), 0, *range(-20, 20)],
+        "UINT64": [2**64 - 1, 0, *range(40)],
+        "INT8": [127, -128, *range(-20, 20)],
+        "BOOL": [True, False, 1, 0, *([True] * 20)],
+    }[datatype]
+    nested = [values[: len(values) // 2], values[len(values) // 2 :]] if len(values) % 2 == 0 else values
+    array = _one(json.dumps(nested), datatype, list(np.shape(np.asarray(nested, dtype=object))))
+    expected = np.array([float(v) if isinstance(v, str) else v for v in values], dtype=array.dtype)
+    np.testing.assert_array_equal(array.reshape(-1), expected)
+
+
+@pytest.mark.parametrize(
+    "data, datatype", [("[-1, 2]", "UINT64"), ("[1, 2.0]", "INT32"), ("[18446744073709551616, 1]", "UINT64")]
+)
+def test_integers_that_do_not_fit_are_refused_not_wrapped(data: str, datatype: str) -> None:
+    with pytest.raises(InvalidInput, match=datatype):
+        _one(data, datatype)
+
+
+def test_an_id_that_is_not_unicode_comes_back_escaped() -> None:
+    """JSON's escapes can spell a lone surrogate, which no UTF-8 encoder writes: it is echoed as
+    the escape it came as, not a failure."""
+    body = b'{"id": "r\\ud800", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+    request = v2.parse_request(body, None)
+    payload, _ = v2.encode_response("m", request, {"y": np.ones(1, np.float32)}, [TensorSpec("y", "float32", (1,))])
+    assert json.loads(payload)["id"] == "r\ud800"
+
+
+def test_json_outputs_are_written_at_their_own_precision_and_read_back_exactly() -> None:
+    """float32 0.1 is written `0.1` (not float64's 0.10000000149011612): a shorter body, the same value."""
+    outputs = {
+        "y": np.array([[0.1, -2.5e-8, 3.4e38]], np.float32),
+        "n": np.array([np.nan, 1.5], np.float16),
+        "k": np.array([2**63 - 1, -1], np.int64),
+        "b": np.array([True, False]),
+    }
+    specs = [TensorSpec(name, str(array.dtype), array.shape) for name, array in outputs.items()]
+    request = v2.parse_request(b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', None)
+    payload, headers = v2.encode_response("m", request, outputs, specs)
+    assert b'"data":[0.1,' in payload and b'"data":["NaN",1.5]' in payload
+    decoded = v2.decode_response(payload, headers.get(v2.HEADER_LENGTH))
+    for name, array in outputs.items():
+        np.testing.assert_array_equal(decoded[name], array)
+        assert decoded[name].dtype == array.dtype
