@@ -41,18 +41,53 @@ class Limit:
 
 
 def attainable(
-    graph: Graph, memory: MemoryModel, pricing: Pricing, min_cpu: float | None = None, max_cpu: float | None = None
+    graph: Graph,
+    memory: MemoryModel,
+    pricing: Pricing,
+    min_cpu: float | None = None,
+    max_cpu: float | None = None,
+    whole_cpus: bool = False,
+    within_ms: float | None = None,
 ) -> Limit:
-    def best_usd(start: int, end: int) -> float:
+    """The limit under `pricing` with each function's vCPUs in [min_cpu, max_cpu] (whole vCPUs
+    only with `whole_cpus`). With `within_ms`, under a latency budget too: the model whole at
+    its cheapest size within it, against a lower bound on every node its own function with
+    the nodes' times summing within it (a Lagrangian bound on choosing each node's size:
+    for any price per millisecond, the nodes' cheapest sizes at that price, less the
+    budget's worth, cost no more than the best choice within the budget)."""
+
+    def sizes(start: int, end: int) -> list[tuple[float, float]]:
+        """(resource usd, ms) of [start, end) as one function at each allowed size."""
         stats = next(sweep(graph, start, [end]))
-        costs = []
+        found = []
         for prepack in (True, False):
             unpacked = stats.compute_unpacked_ms / stats.compute_ms if stats.compute_ms > 0 else 1.0
             for allocation in pricing.allocations(memory.need_bytes(stats, prepack=prepack) / MB, min_cpu, max_cpu):
+                if whole_cpus and allocation.vcpus != allocation.threads:
+                    continue
                 ms = sum(node.latency_at(allocation.threads) for node in graph.nodes[start:end])
                 ms *= allocation.slowdown * (1.0 if prepack else unpacked)
-                costs.append(pricing.resource_usd(allocation, ms))
-        return min(costs, default=float("inf"))
+                found.append((pricing.resource_usd(allocation, ms), ms))
+        return found
 
-    nodes = sum(best_usd(i, i + 1) for i in range(len(graph)))
-    return Limit(usd=nodes, whole_usd=best_usd(0, len(graph)))
+    nodes = [sizes(i, i + 1) for i in range(len(graph))]
+    whole = sizes(0, len(graph))
+    if within_ms is None:
+        cheapest = sum(min((usd for usd, _ in node), default=float("inf")) for node in nodes)
+        return Limit(usd=cheapest, whole_usd=min((usd for usd, _ in whole), default=float("inf")))
+    meeting = [usd for usd, ms in whole if ms <= within_ms]
+    whole_usd = min(meeting) if meeting else min((usd for usd, _ in whole), default=float("inf"))
+    return Limit(usd=_within(nodes, within_ms), whole_usd=whole_usd)
+
+
+def _within(nodes: list[list[tuple[float, float]]], budget_ms: float) -> float:
+    """A lower bound on the cheapest choice of one size per node whose times sum within
+    `budget_ms`: the Lagrangian dual, maximised over a grid of prices per millisecond."""
+
+    def dual(price: float) -> float:
+        return sum(min(usd + price * ms for usd, ms in node) for node in nodes if node) - price * budget_ms
+
+    total_usd = sum(max(usd for usd, _ in node) for node in nodes if node)
+    scale = total_usd / max(budget_ms, 1e-9)  # the prices where the bound turns
+    prices = [0.0, *(scale * 10 ** (k / 20) for k in range(-80, 41))]
+    return max(0.0, max(dual(price) for price in prices))

@@ -123,7 +123,11 @@ def _limit_json(plan: Plan, cost: float, whole_cost: float) -> dict[str, Any]:
     """The attainable saving under the plan's pricing table (`limit.attainable`) and the share
     of it this plan reaches, against the model whole at its best size."""
     bounds = plan.constraints
-    bound = attainable(plan.graph, plan.memory, plan.pricing, bounds.min_cpu, bounds.cpu_ceiling)
+    # Within an SLO, the bound holds the same latency budget the plan had.
+    budget = bounds.slo_ms - plan.gateway_ms if bounds.objective == "slo" and bounds.slo_ms else None
+    bound = attainable(
+        plan.graph, plan.memory, plan.pricing, bounds.min_cpu, bounds.cpu_ceiling, bounds.whole_cpus, budget
+    )
     saving = whole_cost / max(cost, 1e-15)
     return {
         "cost_per_million_usd": round(bound.usd * 1e6, 6),

@@ -80,3 +80,18 @@ def test_under_lambda_more_vcpus_are_bought_as_memory() -> None:
     result = plan(chain([0.0]), MEMORY, LINK, pricing.LAMBDA, Constraints(objective="latency", max_cpu=2.0))
     (only,) = result.slices
     assert only.vcpus == 2.0 and only.memory_mb == 2 * 1769
+
+
+def test_within_an_slo_no_plan_passes_the_bound_and_the_bound_sees_the_room() -> None:
+    from mopar.plan.limit import attainable
+
+    graph = chain([0.0, 1.0])
+    for slo in (130.0, 160.0, 210.0):
+        constraints = Constraints(objective="slo", slo_ms=slo, max_cpu=4.0)
+        result = plan(graph, MEMORY, LINK, pricing.KUBERNETES, constraints)
+        bound = attainable(graph, MEMORY, pricing.KUBERNETES, max_cpu=4.0, within_ms=slo - result.gateway_ms)
+        assert result.cost_usd >= bound.usd * (1 - 1e-9)
+    # At 160 ms the whole model needs its vCPUs for the node that does not scale too: room.
+    assert bound.saving >= 1.0
+    tight = attainable(graph, MEMORY, pricing.KUBERNETES, max_cpu=4.0, within_ms=160.0)
+    assert tight.saving > 1.0
