@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ class MoparServing:
         cores: int | None = None,
     ) -> None:
         # Each worker runs its slice's planned threads, at most `cores` (the run's CPUs).
-        self.server = LocalServer(
+        self._server = partial(
+            LocalServer,
             directory,
             transport=transport,
-            port=free_port(),
             namespace=namespace or f"bench-{label}",
             worker_args=["--codec", codec],
             hosts=dict(hosts or {}),
@@ -67,15 +68,23 @@ class MoparServing:
             batching=batching,
             cores=cores,
         )
+        self.server: LocalServer | None = None
         self.label = label
         self.codec = codec
         self.served = Served()
 
     async def start(self, session: aiohttp.ClientSession, body: bytes, headers: Mapping[str, str]) -> None:
+        # Ports are taken when the servings start, one after another: taken earlier, one could be
+        # handed out meanwhile to another serving's worker or to a client connection.
+        self.server = self._server(port=free_port())
         await self.server.start()
         assert self.server.plane is not None
         self.url = f"{self.server.url}/v2/models/{self.server.plane.name}/infer"
         self.session, self.body, self.headers = session, body, dict(headers)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
 
     async def one(self, reference: Mapping[str, np.ndarray]) -> float:
         started = time.perf_counter()
@@ -103,6 +112,7 @@ class MoparServing:
             self.served.latencies_ms += latencies
 
     async def worker_stats(self, reset: bool = False) -> None:
+        assert self.server is not None, "started"
         for slice_id, worker in self.server.workers.items():
             if reset:  # a reset clears the medians and bytes, not the count of runs
                 async with self.session.get(f"{worker.url}/stats") as response:
@@ -183,5 +193,5 @@ async def serve_all(
         for peer in peers.values():
             peer.close()
         for serving in servings:
-            await serving.server.stop()
+            await serving.stop()
     return {**peer_served, **{s.label: s.served for s in servings}}, peer_stats

@@ -69,7 +69,7 @@ def test_the_servings_take_turns(small_model, tmp_path) -> None:
             for peer in peers.values():
                 peer.close()
             for serving in servings:
-                await serving.server.stop()
+                await serving.stop()
         return turns
 
     assert asyncio.run(drive()) == ["peer", "peer_best", "whole", "partitioned"] * 4
