@@ -53,7 +53,7 @@ def checked(*args: str) -> None:
         sys.exit(f"mopar {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
 
 
-def measure(model: str, onnx_file: Path | None, out: Path, requests: int) -> None:
+def measure(model: str, onnx_file: Path | None, out: Path, requests: int, plans: tuple[str, ...] = PLANS) -> None:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     if onnx_file is None:
@@ -65,15 +65,23 @@ def measure(model: str, onnx_file: Path | None, out: Path, requests: int) -> Non
         checked("profile", str(onnx_file), "--top", "5", "-o", str(profile))
     common = [str(onnx_file), "--profile", str(profile), "--requests", str(requests)]
     latency = out / f"{model}.latency.json"
-    checked("bench", *common, *LATENCY, "-o", str(latency))
+    if "latency" in plans:
+        checked("bench", *common, *LATENCY, "-o", str(latency))
+    if "slo" not in plans:
+        return _costs(common, model, out, plans)
     slo_ms = round(SLO_OVER_PEER_BEST * json.loads(latency.read_text())["peer_best"]["p50_ms"], 1)
     slo = out / f"{model}.slo.json"
     done = mopar("bench", *common, *LATENCY[2:], "--objective", "slo", "--slo-ms", str(slo_ms), "-o", str(slo))
     if done.returncode != 0:  # the planner's fastest plan is slower than the SLO: say so, keep going
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
         slo.write_text(json.dumps({"refused": reason, "slo_ms": slo_ms}, indent=1) + "\n")
+    _costs(common, model, out, plans)
+
+
+def _costs(common: list[str], model: str, out: Path, plans: tuple[str, ...]) -> None:
     for table in TABLES:
-        checked("bench", *common, "--pricing", table, "-o", str(out / f"{model}.cost-{table}.json"))
+        if f"cost-{table}" in plans:
+            checked("bench", *common, "--pricing", table, "-o", str(out / f"{model}.cost-{table}.json"))
 
 
 def _load(out: Path, model: str, plan: str) -> dict[str, Any] | None:
@@ -277,6 +285,7 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=FILE", help="an ONNX file to add")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--plans", default=",".join(PLANS), help=f"which plans to measure (default {','.join(PLANS)})")
     parser.add_argument("--render", action="store_true", help="only rebuild RESULTS.md from existing results")
     parser.add_argument("--notes", help="a Markdown file appended to RESULTS.md (what the tables mean for the targets)")
     args = parser.parse_args()
@@ -287,7 +296,7 @@ def main() -> int:
     if not args.render:
         for model, path in runs:
             started = time.monotonic()
-            measure(model, path, out, args.requests)
+            measure(model, path, out, args.requests, tuple(args.plans.split(",")))
             print(f"{model}: {time.monotonic() - started:.0f} s", flush=True)
     command = f"python benchmarks/run_zoo.py --requests {args.requests}" + "".join(
         f" \\\n    --extra {e}" for e in args.extra
