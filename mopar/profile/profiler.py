@@ -196,15 +196,7 @@ def profile_model(
 
     report("shapes", 0, 1)
     specs = shapes.tensor_specs(model.proto, feeds)
-    batch: dict[str, Any] = {}
-    if model.batched:
-        axes = shapes.batch_axes(model.proto, specs, model.batch_inputs, model.batch_size, model.input_ranges)
-        batch = {
-            "size": model.batch_size,
-            "inputs": list(model.batch_inputs),
-            "outputs": [o.name for o in model.outputs],
-            "axes": axes,
-        }
+    batch = shapes.batch_facts(model, specs)
     report("shapes", 1, 1)
     compression = {}
     if measure_compression:

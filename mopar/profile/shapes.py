@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from mopar.model.modelfile import weightless
+from mopar.model.modelfile import ModelFile, weightless
 from slice_runtime.sessions import open_session
 from slice_runtime.tensors import TensorSpec, random_inputs
 
@@ -81,3 +81,16 @@ def batch_axes(
             if changed:
                 axes[name] = changed
     return axes
+
+
+def batch_facts(model: ModelFile, specs: Mapping[str, TensorSpec]) -> dict[str, object]:
+    """`Profile.batch` of `model`: the batch profiled, its inputs and outputs, and each
+    tensor's batch dimensions; empty for a model with a fixed batch."""
+    if not model.batched:
+        return {}
+    return {
+        "size": model.batch_size,
+        "inputs": list(model.batch_inputs),
+        "outputs": [o.name for o in model.outputs],
+        "axes": batch_axes(model.proto, specs, model.batch_inputs, model.batch_size, model.input_ranges),
+    }

@@ -40,15 +40,7 @@ def synthetic_profile(model: ModelFile, serial_fraction: float = 0.1) -> Profile
         ms = max((flops or 0) / FLOPS_PER_MS, (weight_bytes + output_bytes) / BYTES_PER_MS) + NODE_MS
         nodes.append(NodeProfile(node.name, node.op_type, round(ms, 4), weight_bytes, output_bytes, flops, outputs))
     latency = round(sum(n.latency_ms for n in nodes), 4)
-    batch: dict[str, object] = {}
-    if model.batched:
-        axes = shapes.batch_axes(model.proto, specs, model.batch_inputs, model.batch_size, model.input_ranges)
-        batch = {
-            "size": model.batch_size,
-            "inputs": list(model.batch_inputs),
-            "outputs": [o.name for o in model.outputs],
-            "axes": axes,
-        }
+    batch = shapes.batch_facts(model, specs)
     return Profile(
         model={"name": model.name, "sha256": model.sha256, "file": str(model.path)},
         machine=machine_facts(1, "all"),
