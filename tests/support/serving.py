@@ -38,7 +38,7 @@ class ServeProcess:
                 self.kill()
                 raise AssertionError(f"mopar serve was not ready within {timeout} s: {self.log()[-2000:]}")
             time.sleep(0.1)
-        for slice_id, url, pid in re.findall(r"slice (\S+) at (http://\S+) \(pid (\d+)\)", self.log()):
+        for slice_id, url, pid in re.findall(r"slice (\S+) at (http://\S+) \(pid (\d+)[,)]", self.log()):
             self.workers[slice_id] = (url, int(pid))
 
     def _ready(self) -> bool:
