@@ -234,8 +234,9 @@ def profile_model(
             model.proto, serialized, feeds, threads, optimization, warmup, runs, peak, Path(tmp), report
         )
 
-    per_node_at = {count: trace.per_node_ms(events_at[count], graph, warmup)[0] for count in counts}
-    per_node, fallback_ms = trace.per_node_ms(events, graph, warmup)
+    traced = {count: trace.per_node_ms(events_at[count], graph, warmup) for count in counts}
+    per_node_at = {count: per_node for count, (per_node, _) in traced.items()}
+    per_node, fallback_ms = traced[1]
     weight_bytes = _weight_bytes_by_node(graph)
     shape_of = {name: spec.shape for name, spec in specs.items()}
     shape_of.update({t.name: tuple(t.dims) for t in graph.initializer})
