@@ -51,7 +51,7 @@ from mopar.bench.transfers import priced_with, transfer_report
 from mopar.errors import UsageError
 from mopar.model.modelfile import ModelFile
 from mopar.plan import planfile, pricing
-from mopar.plan.limit import NOTHING_ATTAINABLE
+from mopar.plan.limit import share_reached
 from mopar.plan.memory import MB
 from mopar.plan.planner import Option, Plan
 from mopar.profile.profiler import Profile, machine_facts
@@ -220,9 +220,10 @@ def bench(
     shapes = profile.settings.get("input_shapes", {})
     chosen = {"whole": whole_plan, "partitioned": plan}
     manifests_by_label: dict[str, manifests.Manifest] = {}
+    plan_files: dict[str, dict[str, Any]] = {}
     for label, which in chosen.items():
-        data = planfile.to_json(which, profile.model, profile.tensor_specs, shapes, profile.batch)
-        manifests_by_label[label] = slice_model(model, data, work / label)
+        plan_files[label] = planfile.to_json(which, profile.model, profile.tensor_specs, shapes, profile.batch)
+        manifests_by_label[label] = slice_model(model, plan_files[label], work / label)
     model_file = work / "model.onnx"
     model_file.write_bytes(model.serialized())
     best_threads, best_vcpus = best_peer_threads(plan)
@@ -301,7 +302,7 @@ def bench(
     }
     # The first codec's p50 over each other's: below 1, the first is faster.
     ratios["codec_p50"] = {name: round(ours["p50_ms"] / by_codec[name]["p50_ms"], 4) for name in codecs[1:]}
-    limit = planfile.to_json(plan, profile.model, profile.tensor_specs, shapes)["limit"]
+    limit = plan_files["partitioned"]["limit"]
     measured_saving = whole["cost_per_million_usd"][table.name] / max(ours["cost_per_million_usd"][table.name], 1e-15)
     return {
         "model": {"name": model.name, "sha256": model.sha256, "weights_mb": round(model.weight_bytes / MB, 1)},
@@ -349,7 +350,7 @@ def bench(
         "limit": {
             **limit,
             "measured_saving": round(measured_saving, 4),
-            "measured_share_reached": round(_share(limit["saving"], measured_saving), 4),
+            "measured_share_reached": round(share_reached(limit["saving"], measured_saving), 4),
         },  # fmt: skip
         "transfer_overhead": _transfer_overhead(ours["slices"]),
         **({"batched": {"max_queue_delay_us": batching.max_queue_delay_microseconds, **batched}} if batching else {}),
@@ -359,11 +360,6 @@ def bench(
 def _placed(manifest: manifests.Manifest, hosts: Sequence[Host]) -> dict[str, Host]:
     """The manifest's functions on `hosts` in turn, in manifest order (none: all here)."""
     return {entry.id: hosts[i % len(hosts)] for i, entry in enumerate(manifest.slices)} if hosts else {}
-
-
-def _share(attainable: float, saving: float) -> float:
-    possible = 1.0 - 1.0 / attainable
-    return (1.0 - 1.0 / saving) / possible if possible >= NOTHING_ATTAINABLE else 1.0
 
 
 def _transfer_overhead(slices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,10 +34,16 @@ class Limit:
 
     def share(self, saving: float) -> float:
         """The part of the attainable reduction that a saving of `saving` (whole / plan) reaches."""
-        possible = 1.0 - 1.0 / self.saving
-        if possible < NOTHING_ATTAINABLE:
-            return 1.0
-        return (1.0 - 1.0 / saving) / possible
+        return share_reached(self.saving, saving)
+
+
+def share_reached(attainable_saving: float, saving: float) -> float:
+    """The part of the reduction an attainable saving allows that a saving reaches (both as
+    whole / plan); all of it where the bound leaves no room."""
+    possible = 1.0 - 1.0 / attainable_saving
+    if possible < NOTHING_ATTAINABLE:
+        return 1.0
+    return (1.0 - 1.0 / saving) / possible
 
 
 def attainable(
