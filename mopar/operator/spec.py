@@ -29,6 +29,7 @@ from mopar.operator.scaling import (
     Autoscaling,
     parse_autoscaling,
 )
+from mopar.plan import pricing as pricing_tables
 
 GROUP = "mopar.dev"
 VERSION = "v1alpha1"
@@ -45,10 +46,9 @@ MAX_MEMORY_MIB = 1_048_576  # 1 TiB
 MAX_BATCH_SIZE = 4096
 MAX_QUEUE_DELAY_US = 10_000_000  # ten seconds
 # vCPUs per slice the planner may choose from (`spec.cpu`); the largest is the prepare Job's too.
-MIN_CPU, MAX_CPU, CPU_CEILING = 0.25, 4.0, 64.0
-# Pricing tables (`spec.pricing`); `lambda-cpu-scaled` is the name `lambda` had before.
-PRICING = ("kubernetes", "lambda", "knative", "lambda-flat")
-PRICING_ALIASES = {"lambda-cpu-scaled": "lambda"}
+MIN_CPU, MAX_CPU, CPU_CEILING = 0.25, pricing_tables.DEFAULT_MAX_CPU, 64.0
+# Pricing tables (`spec.pricing`): the planner's own, by name (its aliases accepted too).
+PRICING = tuple(pricing_tables.BUILTIN)
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _CODEC = re.compile(r"^(auto|none|zstd-?[0-9]{1,2}(\+shuffle)?)$")
 __all__ = ["DEPLOYMENT", "KNATIVE", "Autoscaling", "ModelSpec", "SpecError", "parse"]
@@ -93,7 +93,7 @@ class ModelSpec:
     max_slices: int = 8
     split: bool = True
     max_split: int = 8
-    pricing: str = "kubernetes"
+    pricing: str = pricing_tables.DEFAULT
     min_cpu: float = MIN_CPU  # vCPUs per slice the planner may choose from
     max_cpu: float = MAX_CPU
     min_memory_mib: int | None = None
@@ -263,8 +263,8 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
     if min_mib is not None and max_mib is not None and min_mib > max_mib:
         raise SpecError(f"spec.memory: minMiB {min_mib} is above maxMiB {max_mib}")
     min_cpu, max_cpu = _cpu(fields.mapping(spec, "cpu", "spec.cpu"))
-    pricing = spec.get("pricing", "kubernetes")
-    pricing = PRICING_ALIASES.get(pricing, pricing) if isinstance(pricing, str) else pricing
+    pricing = spec.get("pricing", pricing_tables.DEFAULT)
+    pricing = pricing_tables.ALIASES.get(pricing, pricing) if isinstance(pricing, str) else pricing
     serving = fields.choice(spec, "serving", "spec.serving", SERVING_MODES, "auto")
     max_batch = fields.integer(spec, "maxBatchSize", "spec.maxBatchSize", None, 1, MAX_BATCH_SIZE)
     delay = None
@@ -285,7 +285,7 @@ def parse(spec: Mapping[str, Any] | None, name: str) -> ModelSpec:
         max_slices=fields.required_integer(spec, "maxSlices", "spec.maxSlices", 8, 1, 64),
         split=fields.boolean(spec, "split", "spec.split", True),
         max_split=fields.required_integer(spec, "maxSplit", "spec.maxSplit", 8, 1, 16),
-        pricing=str(fields.choice({"pricing": pricing}, "pricing", "spec.pricing", PRICING, "kubernetes")),
+        pricing=str(fields.choice({"pricing": pricing}, "pricing", "spec.pricing", PRICING, pricing_tables.DEFAULT)),
         min_cpu=min_cpu,
         max_cpu=max_cpu,
         min_memory_mib=min_mib,
